@@ -6,14 +6,16 @@ the paper's stability proof needs from every hidden layer.
 
 Written with ``z`` the distance into the active piece and ``Phi`` the standard normal CDF:
 
-* inside the window (``tl <= x < tr``, ``z = x``):  ``z * Phi(|z|)``; for ``x >= 0`` this is GELU
+* inside the window (``tl <= x <= tr``, ``z = x``):  ``z * Phi(|z|)``; for ``x >= 0`` this is GELU
   and for ``x < 0`` it is ``x * (1 - Phi(x))``;
-* right of it (``x >= tr``, ``z = x - tr``): ``tr * Phi(tr) + z * (1 - Phi(|z|))``;
+* right of it (``x > tr``, ``z = x - tr``): ``tr * Phi(tr) + z * (1 - Phi(|z|))``;
 * left of it (``x < tl``, ``z = x - tl``): ``tl * (1 - Phi(tl)) + z * (1 - Phi(|z|))``.
 
-Every piece needs only ``Phi(|z|)`` and the density at ``|z|``, so one evaluation per element gives
-both the value and the derivative; the custom autograd function computes the derivative during the
-forward pass and its backward is a single multiply.
+PAPER.md's table puts ``x = tr`` in the right piece; the value there is the same, and only the slope
+at that kink differs (we return the inner piece's). Every piece needs only ``Phi(|z|)`` and the
+density at ``|z|``, so one evaluation per element gives both the value and the derivative: the
+custom autograd function computes the derivative during the forward pass, and its backward is a
+single multiply.
 """
 
 from __future__ import annotations
@@ -28,9 +30,7 @@ __all__ = ["ACTIVATIONS", "TGELU", "make_activation", "tgelu"]
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-# Past |z| = 40 the normal tail is below float64's smallest subnormal, so clamping there changes no
-# result but keeps +-inf inputs away from ``inf * 0`` (= NaN).
-_TAIL_CLAMP = 40.0
+_TAIL_CLAMP = 40.0  # |z| beyond which the normal tail underflows float64
 
 ACTIVATIONS: tuple[str, ...] = ("tgelu", "gelu", "relu", "tanh", "sigmoid")
 """Names accepted by :func:`make_activation` (and by ``network.activation`` in a config)."""
@@ -54,23 +54,32 @@ def check_tgelu_range(tl: float, tr: float) -> tuple[float, float]:
 def _tgelu_value_and_slope(
     x: torch.Tensor, tl: float, tr: float, with_slope: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    right = x >= tr
-    left = x < tl
-    outside = right | left
-    # NaN fails both comparisons, so it goes through the inner piece and stays NaN.
-    z = torch.where(right, x - tr, torch.where(left, x - tl, x))
-    z = z.clamp(-_TAIL_CLAMP - max(-tl, tr), _TAIL_CLAMP + max(-tl, tr))
+    # Branch-free on purpose: on CPU, torch.where and comparisons cost several times an arithmetic
+    # op, so the piece an element is in is encoded in floats. ``excess`` is how far x lies outside
+    # [tl, tr] (0 inside); ``side`` is its sign and ``outside`` its magnitude (1.0 or 0.0). The
+    # thresholds themselves fall in the inner piece: same value, and the slope there is a convention
+    # at a kink. Clamping keeps +-inf away from ``inf * 0``: past |z| = 40 the normal tail
+    # underflows float64, so no finite result changes. NaN propagates through every op.
+    window = x.clamp(tl, tr)
+    excess = (x - window).clamp_(-_TAIL_CLAMP, _TAIL_CLAMP)
+    side = excess.sign()
+    outside = side.abs()
+    z = torch.addcmul(excess, 1.0 - outside, window)  # x inside the window, the excess outside
     a = z.abs()
-    tail = 0.5 * torch.erfc(a * _INV_SQRT2)  # 1 - Phi(|z|), accurate far into the tail
-    y = z * torch.where(outside, tail, 1.0 - tail)
+    tail = torch.erfc(a * _INV_SQRT2).mul_(0.5)  # 1 - Phi(|z|), accurate far into the tail
+    weight = torch.addcmul(1.0 - tail, outside, 2.0 * tail - 1.0)  # Phi(|z|) inside, tail outside
     right_offset, left_offset = tr * _normal_cdf(tr), tl * _normal_cdf(-tl)
-    y = torch.where(right, y + right_offset, torch.where(left, y + left_offset, y))
+    # the offset is right_offset where side = +1, left_offset where side = -1, 0 where side = 0
+    offset = side * (0.5 * (right_offset - left_offset)) + outside * (
+        0.5 * (right_offset + left_offset)
+    )
+    y = torch.addcmul(offset, z, weight)
     if not with_slope:
         return y, None
     # d/dz [z Phi(|z|)] = Phi(|z|) + |z| phi(z)
     # d/dz [z (1 - Phi(|z|))] = 1 - Phi(|z|) - |z| phi(z)
-    a_pdf = a * torch.exp(-0.5 * a * a) * _INV_SQRT_2PI
-    slope = torch.where(outside, tail - a_pdf, 1.0 - tail + a_pdf)
+    a_pdf = a * torch.exp(-0.5 * a * a).mul_(_INV_SQRT_2PI)
+    slope = torch.addcmul(weight, a_pdf, 1.0 - 2.0 * outside)
     return y, slope
 
 

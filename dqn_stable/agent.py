@@ -1,0 +1,252 @@
+"""The DQN agent: TD target and loss as pure functions, and ``DQNAgent`` for acting and updating.
+
+The agent never touches environments or files. Target modes (``AgentConfig.target``):
+
+* ``none``: the paper's method; the TD target bootstraps from the online network under no_grad;
+* ``hard``: a target network copied from the online one every ``target_update_every`` updates;
+* ``polyak``: a target network blended ``target <- (1 - tau) target + tau online`` every
+  ``target_update_every`` updates.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dqn_stable.clipping import clip_global_grad_, clip_output_grad_
+from dqn_stable.config import AgentConfig, OptimizerConfig
+from dqn_stable.diagnostics import group_norms, parameter_groups
+from dqn_stable.replay import Batch
+
+__all__ = ["DQNAgent", "TDLoss", "UpdateInfo", "td_loss", "td_target"]
+
+
+def td_target(
+    network: nn.Module,
+    batch: Batch,
+    gamma: float,
+    *,
+    target_network: nn.Module | None = None,
+    double: bool = False,
+) -> torch.Tensor:
+    """``y = r + gamma * (1 - terminated) * Q_boot(s', a*)``, computed under no_grad.
+
+    ``Q_boot`` is ``target_network`` if given, else ``network`` itself (the target-free method).
+    ``a*`` is argmax of ``Q_boot``; with ``double`` it is argmax of ``network`` (double DQN). A
+    truncated transition has ``terminated == 0`` and so bootstraps from its true final observation.
+    """
+    with torch.no_grad():
+        bootstrap = network if target_network is None else target_network
+        next_q_values = bootstrap(batch.next_obs)
+        if double and target_network is not None:
+            next_actions = network(batch.next_obs).argmax(dim=1, keepdim=True)
+            next_values = next_q_values.gather(1, next_actions).squeeze(1)
+        else:
+            # Without a target network double DQN's selector and evaluator are the same network,
+            # so it reduces to the plain max.
+            next_values = next_q_values.max(dim=1).values
+        return batch.rewards + gamma * (1.0 - batch.terminated) * next_values
+
+
+class TDLoss(NamedTuple):
+    loss: torch.Tensor
+    """Scalar loss, differentiable w.r.t. the online network."""
+    q_values: torch.Tensor
+    """Online Q-values for every action, shape (batch, actions)."""
+    td_target: torch.Tensor
+    """The targets, shape (batch,), without gradient."""
+
+
+def td_loss(
+    network: nn.Module,
+    batch: Batch,
+    gamma: float,
+    *,
+    kind: str = "mse",
+    target_network: nn.Module | None = None,
+    double: bool = False,
+) -> TDLoss:
+    """TD loss between ``Q(s, a)`` and :func:`td_target`: ``mse`` (the paper) or ``huber``
+    (smooth L1 with delta 1, as in Stable-Baselines3)."""
+    target = td_target(network, batch, gamma, target_network=target_network, double=double)
+    q_values = network(batch.obs)
+    q_taken = q_values.gather(1, batch.actions.unsqueeze(1)).squeeze(1)
+    if kind == "mse":
+        loss = F.mse_loss(q_taken, target)
+    elif kind == "huber":
+        loss = F.smooth_l1_loss(q_taken, target)
+    else:
+        raise ValueError(f"unknown loss {kind!r}; choose 'mse' or 'huber'")
+    return TDLoss(loss, q_values, target)
+
+
+@dataclass(frozen=True)
+class UpdateInfo:
+    """What one gradient update measured; the runner logs these."""
+
+    td_loss: float
+    q_taken_mean: float
+    """Mean Q(s, a) over the batch, for the actions taken."""
+    q_abs_mean: float
+    """Mean |Q(s, .)| over the batch and all actions."""
+    q_abs_max: float
+    """Max |Q(s, .)| over the batch and all actions."""
+    output_grad_norm: float
+    """L2 norm of the output layer's gradient (weight and bias), before any clipping."""
+    output_clipped: bool
+    """Whether the output-layer rule rescaled that gradient."""
+    param_norm: float
+    """L2 norm of all online parameters after the step."""
+    grad_norms: dict[str, float]
+    """Per-layer gradient L2 norm before any clipping, keyed by layer name."""
+    update_norms: dict[str, float]
+    """Per-layer L2 norm of the parameter change made by this step."""
+
+
+def _make_optimizer(params, config: OptimizerConfig) -> torch.optim.Optimizer:
+    if config.name == "sgd":
+        return torch.optim.SGD(params, lr=config.lr)
+    if config.name == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    raise ValueError(f"unknown optimizer {config.name!r}; choose 'sgd' or 'adam'")
+
+
+class DQNAgent:
+    """Online Q-network, optional target network and optimizer; acts and updates.
+
+    ``network`` must expose its output layer as ``.head`` and its action count as
+    ``.num_actions`` (as :class:`~dqn_stable.networks.QNetwork` does).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        config: AgentConfig | None = None,
+        optimizer: OptimizerConfig | None = None,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config if config is not None else AgentConfig()
+        self.network = network
+        self.num_actions = int(network.num_actions)
+        self.device = next(network.parameters()).device
+        self.target_network: nn.Module | None = None
+        if self.config.target != "none":
+            self.target_network = copy.deepcopy(network).requires_grad_(False)
+        self.optimizer = _make_optimizer(
+            network.parameters(), optimizer if optimizer is not None else OptimizerConfig()
+        )
+        self.rng = np.random.default_rng(seed)
+        self.num_updates = 0
+        """Gradient updates made so far."""
+        self._groups = parameter_groups(network)
+        self._head_name = next(name for name, mod in network.named_modules() if mod is network.head)
+
+    def num_parameters(self) -> int:
+        """Parameters held by the agent's networks, the target network's included."""
+        nets = [self.network, self.target_network]
+        return sum(p.numel() for net in nets if net is not None for p in net.parameters())
+
+    def act(self, obs: np.ndarray, epsilon: float) -> int:
+        """Epsilon-greedy action for one observation, using the agent's own generator."""
+        if epsilon > 0.0 and self.rng.random() < epsilon:
+            return int(self.rng.integers(self.num_actions))
+        return self.greedy_action(obs)
+
+    def greedy_action(self, obs: np.ndarray) -> int:
+        with torch.no_grad():
+            q_values = self.network(torch.as_tensor(obs, device=self.device).unsqueeze(0))
+        return int(q_values.argmax(dim=1).item())
+
+    def update(self, batch: Batch) -> UpdateInfo:
+        """One gradient step on ``batch``; updates the target network on its schedule."""
+        cfg = self.config
+        batch = batch.to(self.device)
+        groups = list(self._groups.values())
+        before = [[p.detach().clone() for p in group] for group in groups]
+
+        self.optimizer.zero_grad(set_to_none=True)
+        out = td_loss(
+            self.network, batch, cfg.gamma, kind=cfg.loss,
+            target_network=self.target_network, double=cfg.double,
+        )
+        out.loss.backward()
+        grad_norms = group_norms([[p.grad for p in g if p.grad is not None] for g in groups])
+        if cfg.output_clip is not None:
+            output_grad_norm = clip_output_grad_(self.network.head, cfg.output_clip)
+            clipped = output_grad_norm > cfg.output_clip
+        else:
+            output_grad_norm = float(grad_norms[list(self._groups).index(self._head_name)])
+            clipped = False
+        if cfg.global_clip is not None:
+            clip_global_grad_(self.network.parameters(), cfg.global_clip)
+        self.optimizer.step()
+        self.num_updates += 1
+        self._update_target()
+
+        with torch.no_grad():
+            update_norms = group_norms([
+                [p.detach() - b for p, b in zip(group, old, strict=True)]
+                for group, old in zip(groups, before, strict=True)
+            ])
+            param_norm = group_norms([[p.detach() for p in self.network.parameters()]])
+            q_abs = out.q_values.detach().abs()
+            q_taken = out.q_values.detach().gather(1, batch.actions.unsqueeze(1))
+            scalars = torch.stack([
+                out.loss.detach(), q_taken.mean(), q_abs.mean(), q_abs.max(), param_norm[0]
+            ]).tolist()
+        names = list(self._groups)
+        return UpdateInfo(
+            td_loss=scalars[0],
+            q_taken_mean=scalars[1],
+            q_abs_mean=scalars[2],
+            q_abs_max=scalars[3],
+            output_grad_norm=output_grad_norm,
+            output_clipped=clipped,
+            param_norm=scalars[4],
+            grad_norms=dict(zip(names, grad_norms.tolist(), strict=True)),
+            update_norms=dict(zip(names, update_norms.tolist(), strict=True)),
+        )
+
+    def _update_target(self) -> None:
+        if self.target_network is None or self.num_updates % self.config.target_update_every:
+            return
+        with torch.no_grad():
+            pairs = zip(self.target_network.parameters(), self.network.parameters(), strict=True)
+            for target, online in pairs:
+                if self.config.target == "hard":
+                    target.copy_(online)
+                else:
+                    target.lerp_(online, self.config.polyak_tau)
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: networks, optimizer, counters, RNG state."""
+        return {
+            "network": self.network.state_dict(),
+            "target_network": (
+                None if self.target_network is None else self.target_network.state_dict()
+            ),
+            "optimizer": self.optimizer.state_dict(),
+            "num_updates": self.num_updates,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        has_target = state["target_network"] is not None
+        if has_target != (self.target_network is not None):
+            raise ValueError(
+                f"state has {'a' if has_target else 'no'} target network but this agent's target "
+                f"mode is {self.config.target!r}"
+            )
+        self.network.load_state_dict(state["network"])
+        if self.target_network is not None:
+            self.target_network.load_state_dict(state["target_network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_updates = int(state["num_updates"])
+        self.rng.bit_generator.state = state["rng"]
