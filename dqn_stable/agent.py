@@ -11,6 +11,7 @@ The agent never touches environments or files. Target modes (``AgentConfig.targe
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -108,6 +109,11 @@ class UpdateInfo:
     update_norms: dict[str, float]
     """Per-layer L2 norm of the parameter change made by this step."""
 
+    @property
+    def update_norm(self) -> float:
+        """L2 norm of the whole parameter change made by this step."""
+        return math.sqrt(sum(v * v for v in self.update_norms.values()))
+
 
 def _make_optimizer(params, config: OptimizerConfig) -> torch.optim.Optimizer:
     if config.name == "sgd":
@@ -130,7 +136,7 @@ class DQNAgent:
         config: AgentConfig | None = None,
         optimizer: OptimizerConfig | None = None,
         *,
-        seed: int | None = None,
+        seed: int | np.random.SeedSequence | None = None,
     ) -> None:
         self.config = config if config is not None else AgentConfig()
         self.network = network

@@ -1,0 +1,139 @@
+"""What a run records: every TensorBoard tag (defined here and nowhere else), the recorders that
+write them, and ``summary.json``.
+
+Tags follow CleanRL's names where RL users know them (``charts/``, ``losses/``, ``eval/``); our
+stability measurements live under ``stability/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["NullRecorder", "Recorder", "Tags", "TensorBoardRecorder", "write_summary"]
+
+
+class Tags:
+    """TensorBoard tag names; ``GRAD_NORM`` and ``UPDATE_NORM`` also prefix ``/<layer>`` tags."""
+
+    EPISODIC_RETURN = "charts/episodic_return"
+    EPISODIC_LENGTH = "charts/episodic_length"
+    SPS = "charts/SPS"
+    """Env steps per wall-clock second over the last log window."""
+    EPSILON = "charts/epsilon"
+    TD_LOSS = "losses/td_loss"
+    Q_VALUES = "losses/q_values"
+    """Mean Q(s, a) of the actions taken, over the window's batches."""
+    EVAL_RETURN = "eval/episodic_return"
+    EVAL_RETURN_STD = "eval/episodic_return_std"
+    OUTPUT_GRAD_NORM = "stability/output_grad_norm"
+    """Mean norm of the output layer's gradient before clipping."""
+    OUTPUT_CLIP_FRACTION = "stability/output_clip_fraction"
+    """Fraction of the window's gradient updates whose output-layer gradient was clipped."""
+    Q_ABS_MAX = "stability/q_abs_max"
+    PARAM_NORM = "stability/param_norm"
+    GRAD_NORM = "stability/grad_norm"
+    UPDATE_NORM = "stability/update_norm"
+    """Mean L2 norm of the whole parameter change per gradient update (per layer under /<layer>)."""
+    UPDATE_NORM_VAR = "stability/update_norm_var"
+    """Variance of that norm over all gradient updates of the run so far."""
+    CONFIG = "config"
+
+
+# UpdateWindow.summary() key -> tag
+_WINDOW_TAGS = {
+    "td_loss": Tags.TD_LOSS,
+    "q_taken_mean": Tags.Q_VALUES,
+    "output_grad_norm": Tags.OUTPUT_GRAD_NORM,
+    "output_clip_fraction": Tags.OUTPUT_CLIP_FRACTION,
+    "q_abs_max": Tags.Q_ABS_MAX,
+    "param_norm": Tags.PARAM_NORM,
+    "update_norm": Tags.UPDATE_NORM,
+}
+
+
+class Recorder:
+    """Writes nothing. Subclasses override the four primitives; the helpers compose them."""
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        pass
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        pass
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def episode(self, step: int, episodic_return: float, length: int) -> None:
+        self.scalar(Tags.EPISODIC_RETURN, episodic_return, step)
+        self.scalar(Tags.EPISODIC_LENGTH, length, step)
+
+    def updates(self, step: int, window: Mapping[str, float]) -> None:
+        """Record an ``UpdateWindow.summary()``."""
+        for key, value in window.items():
+            if key in _WINDOW_TAGS:
+                self.scalar(_WINDOW_TAGS[key], value, step)
+            else:  # "grad_norm/<layer>" or "update_norm/<layer>"
+                self.scalar(f"stability/{key}", value, step)
+
+    def evaluation(self, step: int, mean: float, std: float) -> None:
+        self.scalar(Tags.EVAL_RETURN, mean, step)
+        self.scalar(Tags.EVAL_RETURN_STD, std, step)
+
+
+NullRecorder = Recorder
+"""The recorder that records nothing (the base class itself)."""
+
+
+class TensorBoardRecorder(Recorder):
+    """Writes TensorBoard event files into ``log_dir``.
+
+    ``purge_step``: when resuming, events that an interrupted run wrote at this step or later are
+    dropped by TensorBoard, so no point appears twice.
+    """
+
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self._writer.add_scalar(tag, value, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self._writer.add_text(tag, text, step)
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        # Written into this run's own event file, not the subdirectory add_hparams would create.
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        writer = self._writer.file_writer
+        for summary in hparams_summaries(dict(hparams), dict(metrics)):
+            writer.add_summary(summary)
+        for tag, value in metrics.items():
+            self._writer.add_scalar(tag, value)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def write_summary(summary: Mapping[str, Any], path: str | Path) -> None:
+    """Write ``summary`` as indented JSON, atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,410 @@
+"""The training loop: collect -> store -> update -> evaluate -> record -> checkpoint.
+
+Only this module knows the order of those steps. A :class:`Trainer` is built from a
+:class:`~dqn_stable.config.Config` alone (everything that can fail on user input fails there,
+before any file is written), can be restored from a checkpoint, and runs until its env-step budget
+is spent, the loss diverges, or ``should_stop`` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dqn_stable.agent import DQNAgent, UpdateInfo
+from dqn_stable.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dqn_stable.config import Config, config_to_dict, load_config
+from dqn_stable.diagnostics import RunningStats, UpdateWindow
+from dqn_stable.envs import make_env, restore_env, snapshot_env
+from dqn_stable.evaluate import evaluate_policy
+from dqn_stable.networks import QNetwork
+from dqn_stable.recorder import Recorder, Tags, write_summary
+from dqn_stable.replay import ReplayBuffer
+from dqn_stable.schedules import LinearSchedule
+
+__all__ = ["CHECKPOINT", "CONFIG_FILE", "RunDirError", "RunResult", "Trainer", "load_run"]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT = "checkpoints/latest.pt"
+
+
+class RunDirError(ValueError):
+    """A run directory that is missing, incomplete, or may not be written to."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: str
+    """'finished', 'diverged' or 'interrupted'."""
+    summary: dict[str, Any]
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux (bytes on macOS)
+    scale = 1 / (1024 * 1024) if sys.platform == "darwin" else 1 / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+class Trainer:
+    """One run: environments, network, agent and replay buffer built from ``config``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        torch.set_num_threads(config.train.torch_threads)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        agent_seed, replay_seed = np.random.SeedSequence(config.seed).spawn(2)
+
+        self.env, spec = make_env(config.env)
+        self.eval_env, _ = make_env(config.env)
+        net = config.network
+        network = QNetwork(
+            spec.obs_shape, spec.num_actions, net.hidden, net.activation, net.tgelu_range
+        )
+        self.agent = DQNAgent(network, config.agent, config.optimizer, seed=agent_seed)
+        self.replay = ReplayBuffer(
+            config.replay.capacity, spec.obs_shape, spec.obs_dtype, seed=replay_seed
+        )
+        self.epsilon = LinearSchedule(
+            config.exploration.start, config.exploration.end, config.exploration.decay_steps
+        )
+
+        self.obs, _ = self.env.reset(seed=config.seed)
+        self.env.action_space.seed(config.seed)
+        self.env_step = 0
+        """Env steps taken so far."""
+        self.episodes = 0
+        """Training episodes finished so far."""
+        self.episode_return = 0.0
+        self.episode_length = 0
+        self.window = UpdateWindow()
+        self.update_norm_stats = RunningStats()
+        self.q_abs_max = 0.0
+        """Largest |Q| seen in any training batch of the run."""
+        self.last_episode: tuple[float, int] | None = None
+        """(return, length) of the last finished training episode."""
+        self.eval_curve: list[dict[str, Any]] = []
+        self._wall_before = 0.0  # wall seconds spent by earlier processes of this run
+        self._peak_rss_before = 0.0
+        self._started = time.perf_counter()
+        self._env_warned = False
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        run_dir: str | Path,
+        recorder: Recorder | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> RunResult:
+        """Train until ``train.total_steps`` env steps; on divergence stop without checkpointing;
+        when ``should_stop()`` turns true, checkpoint and return 'interrupted'."""
+        cfg = self.config
+        run_dir = Path(run_dir)
+        recorder = recorder if recorder is not None else Recorder()
+        self._started = time.perf_counter()
+        self._sps_mark = (self.env_step, self._started)
+        progress = _Progress(self.env_step, cfg.train.total_steps)
+        try:
+            while self.env_step < cfg.train.total_steps:
+                self._collect(recorder)
+                if self._is_update_step() and not self._train():
+                    logger.error(
+                        "diverged at env step %d: non-finite loss or Q-value; stopping without "
+                        "a checkpoint (the last good one, if any, is kept)", self.env_step,
+                    )
+                    return self._finish(run_dir, recorder, "diverged")
+                step = self.env_step
+                if step % cfg.train.log_every == 0:
+                    self._log(recorder)
+                if step % cfg.eval.every == 0 or step == cfg.train.total_steps:
+                    self._evaluate(recorder)
+                    progress.evaluated(step, self.eval_curve[-1], self.last_episode)
+                progress.advance(step)
+                saved = step % cfg.checkpoint.every == 0 or step == cfg.train.total_steps
+                if saved:
+                    self.save(run_dir / CHECKPOINT)
+                if should_stop():
+                    if not saved:
+                        self.save(run_dir / CHECKPOINT)
+                    recorder.flush()
+                    return RunResult("interrupted", self.summary("interrupted"))
+        finally:
+            progress.close()
+        return self._finish(run_dir, recorder, "finished")
+
+    def _collect(self, recorder: Recorder) -> None:
+        """One env step with the behaviour policy; store it; handle the episode's end."""
+        if self.env_step < self.config.replay.learning_starts:
+            epsilon = 1.0  # uniform-random warm-up
+        else:
+            epsilon = self.epsilon(self.env_step)
+        action = self.agent.act(self.obs, epsilon)
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        # next_obs is the true successor even on truncation (single envs do not autoreset), so a
+        # time-limited step bootstraps from its real final observation.
+        self.replay.add(self.obs, action, reward, next_obs, terminated)
+        self.env_step += 1
+        self.episode_return += float(reward)
+        self.episode_length += 1
+        if terminated or truncated:
+            recorder.episode(self.env_step, self.episode_return, self.episode_length)
+            self.last_episode = (self.episode_return, self.episode_length)
+            self.episodes += 1
+            self.episode_return, self.episode_length = 0.0, 0
+            next_obs, _ = self.env.reset()
+        self.obs = next_obs
+
+    def _is_update_step(self) -> bool:
+        train = self.config.train
+        return (
+            self.env_step >= self.config.replay.learning_starts
+            and self.env_step % train.train_every == 0
+        )
+
+    def _train(self) -> bool:
+        """``train.gradient_steps`` gradient updates; False as soon as one is non-finite."""
+        for _ in range(self.config.train.gradient_steps):
+            info = self.agent.update(self.replay.sample(self.config.replay.batch_size))
+            if not _is_finite(info):
+                return False
+            self.window.add(info)
+            self.update_norm_stats.add(info.update_norm)
+            self.q_abs_max = max(self.q_abs_max, info.q_abs_max)
+        return True
+
+    def _log(self, recorder: Recorder) -> None:
+        step, now = self.env_step, time.perf_counter()
+        mark_step, mark_time = self._sps_mark
+        recorder.scalar(Tags.SPS, (step - mark_step) / max(now - mark_time, 1e-9), step)
+        self._sps_mark = (step, now)
+        recorder.scalar(Tags.EPSILON, self.epsilon(step), step)
+        if self.window.updates:
+            recorder.updates(step, self.window.summary())
+            recorder.scalar(Tags.UPDATE_NORM_VAR, self.update_norm_stats.variance, step)
+            self.window.reset()
+
+    def _evaluate(self, recorder: Recorder) -> None:
+        cfg = self.config
+        returns = evaluate_policy(
+            self.agent, self.eval_env, cfg.eval.episodes,
+            seed=cfg.seed + cfg.eval.seed_offset + self.env_step, epsilon=cfg.eval.epsilon,
+        )
+        point = {
+            "env_step": self.env_step,
+            "gradient_updates": self.agent.num_updates,
+            "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)),
+            "returns": returns,
+            "wall_seconds": self.wall_seconds(),
+        }
+        self.eval_curve.append(point)
+        recorder.evaluation(self.env_step, point["return_mean"], point["return_std"])
+
+    def _finish(self, run_dir: Path, recorder: Recorder, status: str) -> RunResult:
+        summary = self.summary(status)
+        final = {
+            "eval/final_return_mean": summary["final_eval_return_mean"],
+            "eval/final_return_std": summary["final_eval_return_std"],
+        }
+        recorder.hparams(_flat_hparams(config_to_dict(self.config)), {
+            k: v for k, v in final.items() if v is not None
+        })
+        recorder.flush()
+        write_summary(summary, run_dir / "summary.json")
+        return RunResult(status, summary)
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def wall_seconds(self) -> float:
+        """Wall-clock seconds of this run, summed over every process that worked on it."""
+        return self._wall_before + (time.perf_counter() - self._started)
+
+    def summary(self, status: str) -> dict[str, Any]:
+        wall = self.wall_seconds()
+        final = self.eval_curve[-1] if self.eval_curve else None
+        return {
+            "name": self.config.name,
+            "env_id": self.config.env.id,
+            "seed": self.config.seed,
+            "status": status,
+            "diverged": status == "diverged",
+            "env_steps": self.env_step,
+            "gradient_updates": self.agent.num_updates,
+            "episodes": self.episodes,
+            "final_eval_return_mean": final["return_mean"] if final else None,
+            "final_eval_return_std": final["return_std"] if final else None,
+            "wall_seconds": wall,
+            "steps_per_second": self.env_step / wall if wall > 0 else 0.0,
+            "peak_rss_mb": max(self._peak_rss_before, _peak_rss_mb()),
+            "network_parameters": self.agent.num_parameters(),
+            "q_abs_max": self.q_abs_max,
+            "update_norm_var": self.update_norm_stats.variance,
+            "eval_curve": self.eval_curve,
+        }
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        save_checkpoint(self.state_dict(), path)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole training state: enough to continue exactly as if never stopped."""
+        env_snapshot = snapshot_env(self.env)
+        if env_snapshot is None and not self._env_warned:
+            self._env_warned = True
+            warnings.warn(
+                f"env {self.config.env.id} cannot be saved (it does not pickle); a resumed run "
+                "restarts the episode in progress, so resume is not exact for it",
+                stacklevel=2,
+            )
+        return {
+            "config": config_to_dict(self.config),
+            "env_step": self.env_step,
+            "episodes": self.episodes,
+            "episode_return": self.episode_return,
+            "episode_length": self.episode_length,
+            "last_episode": self.last_episode,
+            "obs": self.obs,
+            "env": env_snapshot,
+            "agent": self.agent.state_dict(),
+            "replay": self.replay.state_dict(),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+            },
+            "window": self.window.state_dict(),
+            "update_norm_stats": self.update_norm_stats.state_dict(),
+            "q_abs_max": self.q_abs_max,
+            "eval_curve": self.eval_curve,
+            "wall_seconds": self.wall_seconds(),
+            "peak_rss_mb": max(self._peak_rss_before, _peak_rss_mb()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config"] != config_to_dict(self.config):
+            raise CheckpointError(
+                "checkpoint was written with a different config than this run's config.yaml"
+            )
+        self.env_step = state["env_step"]
+        self.episodes = state["episodes"]
+        self.agent.load_state_dict(state["agent"])
+        self.replay.load_state_dict(state["replay"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.window.load_state_dict(state["window"])
+        self.update_norm_stats.load_state_dict(state["update_norm_stats"])
+        self.q_abs_max = state["q_abs_max"]
+        self.eval_curve = list(state["eval_curve"])
+        self._wall_before = state["wall_seconds"]
+        self._peak_rss_before = state["peak_rss_mb"]
+        self.last_episode = state["last_episode"]
+        if state["env"] is not None:
+            self.env.close()
+            self.env = restore_env(state["env"])
+            self.obs = state["obs"]
+            self.episode_return = state["episode_return"]
+            self.episode_length = state["episode_length"]
+        else:
+            warnings.warn(
+                f"env {self.config.env.id} could not be saved; restarting the episode that was in "
+                f"progress at env step {self.env_step}",
+                stacklevel=2,
+            )
+            self.obs, _ = self.env.reset(seed=self.config.seed + self.env_step)
+            self.episode_return, self.episode_length = 0.0, 0
+
+
+def load_run(run_dir: str | Path) -> Trainer:
+    """A :class:`Trainer` restored from ``run_dir``'s config and latest checkpoint."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory not found: {run_dir}")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunDirError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
+    trainer = Trainer(load_config(run_dir / CONFIG_FILE))
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    try:
+        trainer.load_state_dict(state)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"checkpoint {run_dir / CHECKPOINT} does not fit this run: {exc}"
+        ) from None
+    return trainer
+
+
+def _is_finite(info: UpdateInfo) -> bool:
+    return all(map(math.isfinite, (info.td_loss, info.q_abs_max, info.param_norm)))
+
+
+def _flat_hparams(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Config as TensorBoard hparams: dotted keys, lists as strings, nulls as 'null'."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat_hparams(value, f"{dotted}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[dotted] = value
+        else:
+            flat[dotted] = "null" if value is None else str(value)
+    return flat
+
+
+class _Progress:
+    """A tqdm bar when stdout is a terminal; otherwise one log line per evaluation."""
+
+    def __init__(self, start: int, total: int) -> None:
+        self._bar = None
+        if sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+        self._shown = start
+        self._total = total
+        self._mark = (start, time.perf_counter())
+
+    def advance(self, step: int) -> None:
+        if self._bar is not None and step - self._shown >= 100:
+            self._bar.update(step - self._shown)
+            self._shown = step
+
+    def evaluated(
+        self, step: int, point: dict[str, Any], episode: tuple[float, int] | None
+    ) -> None:
+        now = time.perf_counter()
+        sps = (step - self._mark[0]) / max(now - self._mark[1], 1e-9)
+        self._mark = (step, now)
+        train_return = "n/a" if episode is None else f"{episode[0]:.1f}"
+        if self._bar is not None:
+            self._bar.set_postfix(
+                eval=f"{point['return_mean']:.1f}", ret=train_return, sps=f"{sps:.0f}"
+            )
+        else:
+            logger.info(
+                "env step %d/%d | eval return %.1f +- %.1f | last episode return %s | %.0f SPS",
+                step, self._total, point["return_mean"], point["return_std"], train_return, sps,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
