@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m dqn_stable.smoke
+	$(PY) -m dqn_stable.train --config configs/cartpole.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

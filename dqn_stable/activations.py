@@ -61,25 +61,26 @@ def _tgelu_value_and_slope(
     # at a kink. Clamping keeps +-inf away from ``inf * 0``: past |z| = 40 the normal tail
     # underflows float64, so no finite result changes. NaN propagates through every op.
     window = x.clamp(tl, tr)
-    excess = (x - window).clamp_(-_TAIL_CLAMP, _TAIL_CLAMP)
-    side = excess.sign()
+    excess = torch.sub(x, window).clamp_(-_TAIL_CLAMP, _TAIL_CLAMP)
+    side = torch.sign(excess)
     outside = side.abs()
-    z = torch.addcmul(excess, 1.0 - outside, window)  # x inside the window, the excess outside
+    inside = torch.rsub(outside, 1.0)
+    sign = torch.sub(outside, inside)  # +1 outside the window, -1 inside
+    z = torch.addcmul(excess, inside, window)  # x inside the window, the excess outside it
     a = z.abs()
-    tail = torch.erfc(a * _INV_SQRT2).mul_(0.5)  # 1 - Phi(|z|), accurate far into the tail
-    weight = torch.addcmul(1.0 - tail, outside, 2.0 * tail - 1.0)  # Phi(|z|) inside, tail outside
+    tail = torch.mul(a, _INV_SQRT2).erfc_().mul_(0.5)  # 1 - Phi(|z|), accurate far into the tail
+    weight = torch.addcmul(inside, tail, sign)  # Phi(|z|) inside, 1 - Phi(|z|) outside
     right_offset, left_offset = tr * _normal_cdf(tr), tl * _normal_cdf(-tl)
-    # the offset is right_offset where side = +1, left_offset where side = -1, 0 where side = 0
-    offset = side * (0.5 * (right_offset - left_offset)) + outside * (
-        0.5 * (right_offset + left_offset)
-    )
-    y = torch.addcmul(offset, z, weight)
+    # right_offset where side = +1, left_offset where side = -1, 0 where side = 0
+    offset = torch.mul(side, 0.5 * (right_offset - left_offset))
+    offset.add_(outside, alpha=0.5 * (right_offset + left_offset))
+    y = offset.addcmul_(z, weight)
     if not with_slope:
         return y, None
     # d/dz [z Phi(|z|)] = Phi(|z|) + |z| phi(z)
     # d/dz [z (1 - Phi(|z|))] = 1 - Phi(|z|) - |z| phi(z)
-    a_pdf = a * torch.exp(-0.5 * a * a).mul_(_INV_SQRT_2PI)
-    slope = torch.addcmul(weight, a_pdf, 1.0 - 2.0 * outside)
+    a_pdf = torch.square(a).mul_(-0.5).exp_().mul_(a).mul_(_INV_SQRT_2PI)
+    slope = weight.addcmul_(a_pdf, sign, value=-1.0)
     return y, slope
 
 

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NullRecorder", "Recorder", "Tags", "TensorBoardRecorder", "write_summary"]
+__all__ = [
+    "NullRecorder", "Recorder", "Tags", "TensorBoardRecorder", "read_scalars", "write_summary"
+]
 
 
 class Tags:
@@ -137,3 +139,16 @@ def write_summary(summary: Mapping[str, Any], path: str | Path) -> None:
         json.dump(summary, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def read_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in ``log_dir``'s event files, as ``{tag: [(step, value), ...]}``,
+    read with TensorBoard's own reader (which honours ``purge_step``)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
