@@ -9,12 +9,13 @@ only checkpoints you trust, as with any pickle.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "atomic_write", "load_checkpoint", "save_checkpoint"]
 
 
 class CheckpointError(ValueError):
@@ -24,20 +25,29 @@ class CheckpointError(ValueError):
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (the old file survives any failure mid-write)."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, sync it, then move it over ``path``.
+
+    Readers see the old file or the new one, never a part; on any failure the temporary file is
+    removed and the old file is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically (the old file survives any failure mid-write)."""
+    atomic_write(path, lambda f: torch.save({"format": FORMAT_VERSION, **state}, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

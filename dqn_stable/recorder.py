@@ -8,10 +8,11 @@ stability measurements live under ``stability/``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from dqn_stable.checkpoint import atomic_write
 
 __all__ = [
     "NullRecorder", "Recorder", "Tags", "TensorBoardRecorder", "read_scalars", "write_summary"
@@ -40,6 +41,9 @@ class Tags:
     GRAD_NORM = "stability/grad_norm"
     UPDATE_NORM = "stability/update_norm"
     """Mean L2 norm of the whole parameter change per gradient update (per layer under /<layer>)."""
+    EVAL_FINAL_RETURN = "eval/final_return_mean"
+    """The last evaluation's mean return, also the HParams view's metric."""
+    EVAL_FINAL_RETURN_STD = "eval/final_return_std"
     UPDATE_NORM_VAR = "stability/update_norm_var"
     """Variance of that norm over all gradient updates of the run so far."""
     CONFIG = "config"
@@ -66,8 +70,8 @@ class Recorder:
     def text(self, tag: str, text: str, step: int) -> None:
         pass
 
-    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-        pass
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
+        """Record the run's hyperparameters, and ``metrics`` ({tag: value}) at ``step``."""
 
     def flush(self) -> None:
         pass
@@ -114,7 +118,7 @@ class TensorBoardRecorder(Recorder):
     def text(self, tag: str, text: str, step: int) -> None:
         self._writer.add_text(tag, text, step)
 
-    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
         # Written into this run's own event file, not the subdirectory add_hparams would create.
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
@@ -122,7 +126,7 @@ class TensorBoardRecorder(Recorder):
         for summary in hparams_summaries(dict(hparams), dict(metrics)):
             writer.add_summary(summary)
         for tag, value in metrics.items():
-            self._writer.add_scalar(tag, value)
+            self._writer.add_scalar(tag, value, step)
 
     def flush(self) -> None:
         self._writer.flush()
@@ -133,12 +137,8 @@ class TensorBoardRecorder(Recorder):
 
 def write_summary(summary: Mapping[str, Any], path: str | Path) -> None:
     """Write ``summary`` as indented JSON, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(summary, indent=2) + "\n"  # serialise first: a failure writes nothing
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def read_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:

@@ -24,7 +24,7 @@ from dqn_stable.config import ConfigError, dump_config, load_config
 from dqn_stable.envs import EnvError
 from dqn_stable.recorder import TensorBoardRecorder
 from dqn_stable.replay import InsufficientMemoryError
-from dqn_stable.trainer import CONFIG_FILE, RunDirError, Trainer, load_run
+from dqn_stable.trainer import CONFIG_FILE, SUMMARY_FILE, RunDirError, Trainer, load_run
 
 __all__ = ["main"]
 
@@ -87,6 +87,10 @@ def _prepare(args: argparse.Namespace) -> tuple[Trainer, Path, bool]:
             raise RunDirError(
                 "--resume takes no --run-dir or overrides: a run continues with its saved config"
             )
+        if (args.resume / SUMMARY_FILE).is_file():
+            raise RunDirError(
+                f"run {args.resume} has already ended (see its {SUMMARY_FILE}); nothing to resume"
+            )
         return load_run(args.resume), args.resume, True
     config = load_config(args.config, args.overrides)
     run_dir = args.run_dir or _default_run_dir(config.name, config.seed)
@@ -101,7 +105,12 @@ def _prepare(args: argparse.Namespace) -> tuple[Trainer, Path, bool]:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.captureWarnings(True)
-    args = _parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(arguments)
+    # From here on a SIGINT/SIGTERM only raises a flag: the run stops at its next env step with a
+    # checkpoint, so no run directory is ever left half set up.
+    stop = _StopRequest()
+    stop.install()
     try:
         trainer, run_dir, resumed = _prepare(args)
     except _USER_ERRORS as exc:
@@ -111,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resumed:
         dump_config(trainer.config, run_dir / CONFIG_FILE)
-    command = shlex.join([sys.executable, "-m", "dqn_stable.train", *sys.argv[1:]])
+    command = shlex.join([sys.executable, "-m", "dqn_stable.train", *arguments])
     with open(run_dir / "command.txt", "a") as f:
         f.write(command + "\n")
     # On resume, TensorBoard drops whatever an interrupted process wrote after the checkpoint.
@@ -121,8 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("%s run in %s (view it with: tensorboard --logdir %s)",
                 "resuming" if resumed else "starting", run_dir, run_dir)
 
-    stop = _StopRequest()
-    stop.install()
     try:
         result = trainer.run(run_dir, recorder, should_stop=lambda: stop.signum is not None)
     finally:
@@ -134,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = result.summary
     if result.status == "diverged":
         logger.error("run diverged at env step %d; see %s", summary["env_steps"],
-                     run_dir / "summary.json")
+                     run_dir / SUMMARY_FILE)
         return EXIT_DIVERGED
     logger.info(
         "done: %d env steps, %d gradient updates in %.0f s; final eval return %.1f +- %.1f",

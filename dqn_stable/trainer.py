@@ -34,12 +34,15 @@ from dqn_stable.recorder import Recorder, Tags, write_summary
 from dqn_stable.replay import ReplayBuffer
 from dqn_stable.schedules import LinearSchedule
 
-__all__ = ["CHECKPOINT", "CONFIG_FILE", "RunDirError", "RunResult", "Trainer", "load_run"]
+__all__ = [
+    "CHECKPOINT", "CONFIG_FILE", "SUMMARY_FILE", "RunDirError", "RunResult", "Trainer", "load_run"
+]
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT = "checkpoints/latest.pt"
+SUMMARY_FILE = "summary.json"
 
 
 class RunDirError(ValueError):
@@ -130,7 +133,7 @@ class Trainer:
                     )
                     return self._finish(run_dir, recorder, "diverged")
                 step = self.env_step
-                if step % cfg.train.log_every == 0:
+                if step % cfg.train.log_every == 0 or step == cfg.train.total_steps:
                     self._log(recorder)
                 if step % cfg.eval.every == 0 or step == cfg.train.total_steps:
                     self._evaluate(recorder)
@@ -218,15 +221,13 @@ class Trainer:
 
     def _finish(self, run_dir: Path, recorder: Recorder, status: str) -> RunResult:
         summary = self.summary(status)
-        final = {
-            "eval/final_return_mean": summary["final_eval_return_mean"],
-            "eval/final_return_std": summary["final_eval_return_std"],
-        }
-        recorder.hparams(_flat_hparams(config_to_dict(self.config)), {
-            k: v for k, v in final.items() if v is not None
-        })
+        metrics = {}
+        if self.eval_curve:
+            metrics[Tags.EVAL_FINAL_RETURN] = summary["final_eval_return_mean"]
+            metrics[Tags.EVAL_FINAL_RETURN_STD] = summary["final_eval_return_std"]
+        recorder.hparams(_flat_hparams(config_to_dict(self.config)), metrics, self.env_step)
         recorder.flush()
-        write_summary(summary, run_dir / "summary.json")
+        write_summary(summary, run_dir / SUMMARY_FILE)
         return RunResult(status, summary)
 
     # --- reporting --------------------------------------------------------------------------
@@ -299,9 +300,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["config"] != config_to_dict(self.config):
-            raise CheckpointError(
-                "checkpoint was written with a different config than this run's config.yaml"
-            )
+            raise ValueError("it was written with a different config")
         self.env_step = state["env_step"]
         self.episodes = state["episodes"]
         self.agent.load_state_dict(state["agent"])
@@ -344,10 +343,8 @@ def load_run(run_dir: str | Path) -> Trainer:
     try:
         trainer.load_state_dict(state)
     except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
         raise CheckpointError(
-            f"checkpoint {run_dir / CHECKPOINT} does not fit this run: {exc}"
+            f"checkpoint {run_dir / CHECKPOINT} does not fit {run_dir / CONFIG_FILE}: {exc}"
         ) from None
     return trainer
 
