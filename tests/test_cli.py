@@ -152,6 +152,14 @@ def test_resume_with_a_changed_config(cwd, capsys, finished_run):
                     "not fit run/config.yaml: it was written with a different config")
 
 
+def test_resume_of_a_run_that_has_ended(cwd, capsys, finished_run):
+    run_dir = finished_run[0]
+    before = tree(run_dir)
+    assert_rejected(capsys, cwd, ["--resume", str(run_dir)],
+                    f"run {run_dir} has already ended (see its summary.json); nothing to resume")
+    assert tree(run_dir) == before
+
+
 # --- SIGINT / SIGTERM and --resume --------------------------------------------------------------
 
 
