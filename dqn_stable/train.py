@@ -22,7 +22,7 @@ from pathlib import Path
 from dqn_stable.checkpoint import CheckpointError
 from dqn_stable.config import ConfigError, dump_config, load_config
 from dqn_stable.envs import EnvError
-from dqn_stable.recorder import TensorBoardRecorder
+from dqn_stable.recorder import Tags, TensorBoardRecorder
 from dqn_stable.replay import InsufficientMemoryError
 from dqn_stable.trainer import CONFIG_FILE, SUMMARY_FILE, RunDirError, Trainer, load_run
 
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # On resume, TensorBoard drops whatever an interrupted process wrote after the checkpoint.
     recorder = TensorBoardRecorder(run_dir, purge_step=trainer.env_step + 1 if resumed else None)
     if not resumed:
-        recorder.text("config", f"```yaml\n{(run_dir / CONFIG_FILE).read_text()}```", 0)
+        recorder.text(Tags.CONFIG, f"```yaml\n{(run_dir / CONFIG_FILE).read_text()}```", 0)
     logger.info("%s run in %s (view it with: tensorboard --logdir %s)",
                 "resuming" if resumed else "starting", run_dir, run_dir)
 
