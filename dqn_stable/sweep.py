@@ -28,6 +28,7 @@ or 143 when interrupted (the runs in flight checkpoint; run the command again to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -184,6 +185,19 @@ def _preset(value: Any, sweep_path: Path) -> Path:
     raise SweepError(f"preset {value} named in {sweep_path} not found")
 
 
+def _start_train(spec: RunSpec, out: Path) -> subprocess.Popen:
+    """Start (or resume) one run of ``python -m dqn_stable.train``; output in ``OUT/<name>.log``."""
+    run_dir = out / spec.name
+    if run_dir.exists() and not (run_dir / CHECKPOINT).is_file():
+        shutil.rmtree(run_dir)  # started but never checkpointed: start it again
+    # One torch thread per run (the trainer's default); keep BLAS from spawning more.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(out / f"{spec.name}.log", "a") as log:
+        # Its own session: a terminal's Ctrl-C reaches the sweep only, which forwards it once.
+        return subprocess.Popen(spec.train_command(run_dir), stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+
+
 class _LocalPool:
     """Runs train commands as child processes, ``workers`` at a time."""
 
@@ -208,17 +222,10 @@ class _LocalPool:
                 child.send_signal(signum)
 
     def _one(self, spec: RunSpec, record: Callable[[RunSpec, int], None]) -> None:
-        run_dir = self.out / spec.name
-        if run_dir.exists() and not (run_dir / CHECKPOINT).is_file():
-            shutil.rmtree(run_dir)  # started but never checkpointed: start it again
-        # One torch thread per run (the trainer's default); keep BLAS from spawning more.
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        with open(self.out / f"{spec.name}.log", "a") as log, self._lock:
+        with self._lock:
             if self.signum is not None:
                 return
-            # Its own session: a terminal's Ctrl-C reaches the sweep, which forwards it once.
-            child = subprocess.Popen(spec.train_command(run_dir), stdout=log,
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            child = _start_train(spec, self.out)
             self._children.add(child)
         code = child.wait()
         with self._lock:
@@ -226,8 +233,62 @@ class _LocalPool:
         record(spec, code)
 
 
-def run_sweep(sweep: Sweep, out: str | Path, workers: int) -> tuple[dict, int | None]:
-    """Run every run of ``sweep`` that has not ended yet, ``workers`` at a time.
+def _ray_task(spec: RunSpec, out: str) -> int:
+    """A sweep run as a Ray task: the same train subprocess, on whichever node runs the task."""
+    child = _start_train(spec, Path(out))
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # ray.cancel: let the run write its checkpoint before stopping
+        child.send_signal(signal.SIGINT)
+        return child.wait()
+
+
+class _RayPool:
+    """Runs the same train commands as Ray tasks (one CPU each) on a local or remote cluster.
+
+    ``out`` must be storage that every node sees: each task writes its run directory there.
+    """
+
+    def __init__(self, out: Path, address: str | None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise SweepError(
+                "the ray backend needs Ray: pip install 'dqn_stable[ray]'"
+            ) from None
+        self._ray = ray
+        self.out = out
+        self.signum: int | None = None
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 ignore_reinit_error=True)
+
+    def run(self, runs: Sequence[RunSpec], record: Callable[[RunSpec, int], None]) -> None:
+        ray = self._ray
+        task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        specs = {task.remote(spec, str(self.out.resolve())): spec for spec in runs}
+        pending, cancelled = list(specs), False
+        while pending:
+            if self.signum is not None and not cancelled:
+                for ref in pending:  # running tasks get KeyboardInterrupt, queued ones are dropped
+                    ray.cancel(ref)
+                cancelled = True
+            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            for ref in done:
+                # a cancelled run stays pending; its checkpoint, if any, is resumed next time
+                with contextlib.suppress(ray.exceptions.TaskCancelledError):
+                    record(specs[ref], ray.get(ref))
+
+    def stop(self, signum: int) -> None:
+        self.signum = signum
+
+
+def run_sweep(
+    sweep: Sweep, out: str | Path, workers: int, *, backend: str = "local",
+    address: str | None = None,
+) -> tuple[dict, int | None]:
+    """Run every run of ``sweep`` that has not ended yet: ``workers`` at a time on this machine
+    (``backend="local"``), or as Ray tasks on the cluster at ``address`` (``"ray"``; a local
+    instance when ``address`` is None).
 
     Returns the manifest (also kept up to date in ``OUT/sweep.json``) and the signal that
     interrupted the sweep, if any.
@@ -263,7 +324,7 @@ def run_sweep(sweep: Sweep, out: str | Path, workers: int) -> tuple[dict, int | 
     write()
     logger.info("sweep %s: %d runs, %d already ended, %d to run, %d at a time",
                 sweep.name, len(sweep.runs), len(sweep.runs) - len(todo), len(todo), workers)
-    pool = _LocalPool(out, workers)
+    pool = _LocalPool(out, workers) if backend == "local" else _RayPool(out, address)
     handlers = {sig: signal.signal(sig, lambda signum, _frame: pool.stop(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -280,18 +341,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Run a sweep of training runs.")
     parser.add_argument("--config", type=Path, required=True, help="sweep YAML file")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="runs at a time (default: the number of cores)")
-    parser.add_argument("--out", type=Path, help="output folder (default: sweeps/<name>)")
+                        help="runs at a time with the local backend (default: the number of "
+                        "cores); with ray, the cluster's CPUs decide")
+    parser.add_argument("--out", type=Path, help="output folder (default: sweeps/<name>); with "
+                        "--backend ray, storage that every node sees")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local")
+    parser.add_argument("--address", help="Ray cluster address (ray backend; default: start a "
+                        "local Ray instance)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
+    if args.address is not None and args.backend != "ray":
+        parser.error("--address is for --backend ray")
     try:
         sweep = load_sweep(args.config)
     except (SweepError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = args.out or Path("sweeps") / sweep.name
-    manifest, signum = run_sweep(sweep, out, args.workers)
+    try:
+        manifest, signum = run_sweep(sweep, out, args.workers, backend=args.backend,
+                                     address=args.address)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     statuses = [run["status"] for run in manifest["runs"]]
     counts = {status: statuses.count(status) for status in sorted(set(statuses))}
     logger.info("sweep %s in %s: %s", sweep.name, out, counts)
