@@ -36,6 +36,7 @@ __all__ = [
     "OptimizerConfig",
     "ReplayConfig",
     "TrainConfig",
+    "YamlLoader",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
@@ -188,7 +189,7 @@ class ConfigError(ValueError):
 # --- YAML -----------------------------------------------------------------------------------------
 
 
-class _YamlLoader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
     """SafeLoader that reads ``1e-3``, ``5e4`` and ``-1e5`` as floats and refuses duplicate keys.
 
     YAML 1.1 (PyYAML) wants a dot and a signed exponent (``1.0e-3``), so it loads ``1e-3`` as the
@@ -212,7 +213,7 @@ class _YamlLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_YamlLoader.add_implicit_resolver(
+YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+.0123456789"),
@@ -231,7 +232,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {_one_line(str(exc))}") from None
     try:
-        data = yaml.load(text, Loader=_YamlLoader)
+        data = yaml.load(text, Loader=YamlLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -520,7 +521,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
             f"malformed override {item!r}: expected dotted.key=value, e.g. agent.gamma=0.9"
         )
     try:
-        value = yaml.load(raw, Loader=_YamlLoader)
+        value = yaml.load(raw, Loader=YamlLoader)
     except yaml.YAMLError as exc:
         problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
         raise ConfigError(

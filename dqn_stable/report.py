@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -240,18 +241,21 @@ def _figures(groups: dict, out: Path) -> None:
         for (group_env, variant), runs in groups.items():
             if group_env != env:
                 continue
-            curves = [r.summary["eval_curve"] for r in runs]
-            steps = sorted(set.intersection(*({p["env_step"] for p in c} for c in curves)))
-            table = np.array([[next(p["return_mean"] for p in c if p["env_step"] == s)
-                               for s in steps] for c in curves])
-            mean = table.mean(axis=0)
-            n = len(curves)
-            half = (student_t.ppf(0.975, n - 1) * table.std(axis=0, ddof=1) / math.sqrt(n)
-                    if n > 1 else np.zeros_like(mean))
-            ax.plot(steps, mean, label=f"{variant} (n={n})")
+            # Every step any run evaluated; a run that stopped early (diverged) drops out of the
+            # mean and band from there on, so n is per step.
+            curves = [[(p["env_step"], p["return_mean"]) for p in r.summary["eval_curve"]]
+                      for r in runs]
+            steps, table = _aligned(curves)
+            mean = np.nanmean(table, axis=0)
+            counts = np.sum(~np.isnan(table), axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a step with one run: no band
+                spread = np.nanstd(table, axis=0, ddof=1) / np.sqrt(counts)
+                half = np.nan_to_num(student_t.ppf(0.975, counts - 1) * spread)
+            ax.plot(steps, mean, label=f"{variant} (n={len(runs)})")
             ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
         ax.set(title=env, xlabel="env steps", ylabel="evaluation return")
-        ax.legend(fontsize=8)
+        _legend(ax)
     fig.suptitle("Evaluation return: mean over seeds, 95% t-interval band")
     fig.tight_layout()
     fig.savefig(out / "eval_return.png", dpi=120)
@@ -274,17 +278,32 @@ def _figures(groups: dict, out: Path) -> None:
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
         for (group_env, variant), runs in groups.items():
-            if group_env != env or not all(r.td_loss for r in runs):
+            if group_env != env or not any(r.td_loss for r in runs):
                 continue
-            steps = sorted(set.intersection(*({s for s, _ in r.td_loss} for r in runs)))
-            table = np.array([[dict(r.td_loss)[s] for s in steps] for r in runs])
-            ax.plot(steps, table.mean(axis=0), label=variant)
+            steps, table = _aligned([r.td_loss for r in runs])
+            ax.plot(steps, np.nanmean(table, axis=0), label=variant)
         ax.set(title=env, xlabel="env steps", ylabel="TD loss (mean over seeds)", yscale="log")
-        ax.legend(fontsize=8)
+        _legend(ax)
     fig.suptitle("TD loss per log window")
     fig.tight_layout()
     fig.savefig(out / "td_loss.png", dpi=120)
     plt.close(fig)
+
+
+def _aligned(series: Sequence[Sequence[tuple[int, float]]]) -> tuple[list[int], np.ndarray]:
+    """The union of the series' steps, and one row per series with NaN where it has no value."""
+    steps = sorted({step for points in series for step, _ in points})
+    column = {step: i for i, step in enumerate(steps)}
+    table = np.full((len(series), len(steps)), np.nan)
+    for row, points in enumerate(series):
+        for step, value in points:
+            table[row, column[step]] = value
+    return steps, table
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
 
 
 def write_report(sweep_dir: str | Path, out: str | Path | None = None, *, resamples: int = 10_000,

@@ -46,7 +46,7 @@ from typing import Any
 import yaml
 
 from dqn_stable.checkpoint import atomic_write
-from dqn_stable.config import ConfigError, load_config
+from dqn_stable.config import ConfigError, YamlLoader, load_config
 from dqn_stable.trainer import CHECKPOINT, SUMMARY_FILE
 
 __all__ = ["RunSpec", "Sweep", "SweepError", "load_sweep", "main", "run_sweep"]
@@ -115,7 +115,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if not path.is_file():
         raise SweepError(f"sweep file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=YamlLoader)  # refuses duplicate keys
     except yaml.YAMLError as exc:
         raise SweepError(f"invalid YAML in {path}: {' '.join(str(exc).split())}") from None
     data = _mapping(data, f"the top level of {path}")
@@ -157,7 +157,7 @@ def load_sweep(path: str | Path) -> Sweep:
 def _cells(config: Any, environments: Any, variant: str, path: Path):
     """(preset path, env overrides) for each environment a variant runs on."""
     if environments is None:
-        if not isinstance(config, str):
+        if isinstance(config, Mapping):
             raise SweepError(
                 f"variant {variant!r} in {path} maps envs to presets, so the sweep needs "
                 "'environments'"
@@ -316,6 +316,8 @@ def run_sweep(
 
     def record(spec: RunSpec, code: int) -> None:
         status = _STATUS.get(code, "failed")
+        if status == "failed" and pool.signum is not None:
+            status = "interrupted"  # stopped during start-up, before train's handler was in place
         with lock:
             entries[spec.name].update(status=status, exit_code=code)
             write()
