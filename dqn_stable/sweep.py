@@ -39,7 +39,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +265,10 @@ class _RayPool:
     def run(self, runs: Sequence[RunSpec], record: Callable[[RunSpec, int], None]) -> None:
         ray = self._ray
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
-        specs = {task.remote(spec, str(self.out.resolve())): spec for spec in runs}
+        out = str(self.out.resolve())
+        # Tasks may start in another working directory (or on another node): absolute presets.
+        specs = {task.remote(replace(spec, config=str(Path(spec.config).resolve())), out): spec
+                 for spec in runs}
         pending, cancelled = list(specs), False
         while pending:
             if self.signum is not None and not cancelled:

@@ -21,11 +21,12 @@ def test_ray_backend_runs_a_tiny_sweep_on_a_local_instance(tmp_path, monkeypatch
     import ray
 
     monkeypatch.chdir(tmp_path)
-    preset = write_yaml(tmp_path / "preset.yaml", {"env": {"id": "CartPole-v1"}})
+    write_yaml(tmp_path / "preset.yaml", {"env": {"id": "CartPole-v1"}})
+    preset = "preset.yaml"  # relative: Ray tasks must not depend on their working directory
     sweep_file = write_yaml(tmp_path / "sweep.yaml", {
         "name": "tiny-ray", "seeds": [0, 1], "set": TINY_SET,
-        "variants": {"a": {"config": str(preset)},
-                     "b": {"config": str(preset), "set": {"agent.target": "polyak"}}},
+        "variants": {"a": {"config": preset},
+                     "b": {"config": preset, "set": {"agent.target": "polyak"}}},
     })
     try:
         code = sweep.main(["--config", str(sweep_file), "--backend", "ray", "--out", "out"])
