@@ -22,6 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from dqn_stable.report import steps_to_threshold
+
 SOLVED = 475.0
 
 
@@ -36,10 +38,6 @@ def run_one(preset: Path, seed: int, out: Path) -> Path:
     return run_dir
 
 
-def first_solved(curve: list[dict]) -> dict | None:
-    return next((point for point in curve if point["return_mean"] >= SOLVED), None)
-
-
 def table(preset: Path, run_dirs: list[Path]) -> list[str]:
     lines = [f"### `{preset}`", "",
              "| seed | env steps to >= 475 | wall s to >= 475 | final eval mean | status |",
@@ -47,7 +45,7 @@ def table(preset: Path, run_dirs: list[Path]) -> list[str]:
     steps, walls, finals = [], [], []
     for run_dir in run_dirs:
         summary = json.loads((run_dir / "summary.json").read_text())
-        solved = first_solved(summary["eval_curve"])
+        solved = steps_to_threshold(summary["eval_curve"], SOLVED)
         final = summary["final_eval_return_mean"]
         finals.append(final)
         if solved is not None:
