@@ -105,6 +105,7 @@ class Trainer:
         self._wall_before = 0.0  # wall seconds spent by earlier processes of this run
         self._peak_rss_before = 0.0
         self._started = time.perf_counter()
+        self._sps_mark = (0, self._started)  # (env step, time) of the last SPS point
         self._env_warned = False
 
     # --- the loop ---------------------------------------------------------------------------
