@@ -236,7 +236,13 @@ def _figures(groups: dict, out: Path) -> None:
     from scipy.stats import t as student_t
 
     envs = sorted({env for env, _ in groups})
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
+    variants = sorted({variant for _, variant in groups})
+    # Past ten variants colours repeat, so line styles tell them apart; legends sit outside.
+    colors, dashes = plt.get_cmap("tab10"), ("-", "--", ":")
+    styles = {v: {"color": colors(i % 10), "linestyle": dashes[i // 10 % 3]}
+              for i, v in enumerate(variants)}
+    size = (5.5 * len(envs) + 2.5, max(3.6, 0.2 * len(variants) + 1.0))
+    fig, axes = plt.subplots(1, len(envs), figsize=size, squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
         for (group_env, variant), runs in groups.items():
             if group_env != env:
@@ -252,8 +258,9 @@ def _figures(groups: dict, out: Path) -> None:
                 warnings.simplefilter("ignore", RuntimeWarning)  # a step with one run: no band
                 spread = np.nanstd(table, axis=0, ddof=1) / np.sqrt(counts)
                 half = np.nan_to_num(student_t.ppf(0.975, counts - 1) * spread)
-            ax.plot(steps, mean, label=f"{variant} (n={len(runs)})")
-            ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+            ax.plot(steps, mean, label=f"{variant} (n={len(runs)})", **styles[variant])
+            ax.fill_between(steps, mean - half, mean + half, alpha=0.12,
+                            color=styles[variant]["color"])
         ax.set(title=env, xlabel="env steps", ylabel="evaluation return")
         _legend(ax)
     fig.suptitle("Evaluation return: mean over seeds, 95% t-interval band")
@@ -261,27 +268,28 @@ def _figures(groups: dict, out: Path) -> None:
     fig.savefig(out / "eval_return.png", dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
+    width = max(5.0, 0.35 * len(variants) + 1.5)
+    fig, axes = plt.subplots(1, len(envs), figsize=(width * len(envs), 4.2), squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
         names = [v for e, v in groups if e == env]
         for i, variant in enumerate(names):
             values = [r.summary["update_norm_var"] for r in groups[(env, variant)]]
             ax.bar(i, np.mean(values), alpha=0.5)
             ax.scatter([i] * len(values), values, s=12, color="black")
-        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         ax.set(title=env, ylabel="variance of update norm", yscale="log")
     fig.suptitle("Variance of the per-update parameter-change norm (bar: mean, dots: seeds)")
     fig.tight_layout()
     fig.savefig(out / "update_norm_var.png", dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(envs), figsize=size, squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
         for (group_env, variant), runs in groups.items():
             if group_env != env or not any(r.td_loss for r in runs):
                 continue
             steps, table = _aligned([r.td_loss for r in runs])
-            ax.plot(steps, np.nanmean(table, axis=0), label=variant)
+            ax.plot(steps, np.nanmean(table, axis=0), label=variant, **styles[variant])
         ax.set(title=env, xlabel="env steps", ylabel="TD loss (mean over seeds)", yscale="log")
         _legend(ax)
     fig.suptitle("TD loss per log window")
@@ -303,7 +311,7 @@ def _aligned(series: Sequence[Sequence[tuple[int, float]]]) -> tuple[list[int], 
 
 def _legend(ax) -> None:
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def write_report(sweep_dir: str | Path, out: str | Path | None = None, *, resamples: int = 10_000,
