@@ -263,10 +263,7 @@ def _figures(groups: dict, out: Path) -> None:
                             color=styles[variant]["color"])
         ax.set(title=env, xlabel="env steps", ylabel="evaluation return")
         _legend(ax)
-    fig.suptitle("Evaluation return: mean over seeds, 95% t-interval band")
-    fig.tight_layout()
-    fig.savefig(out / "eval_return.png", dpi=120)
-    plt.close(fig)
+    _save(fig, out / "eval_return.png", "Evaluation return: mean over seeds, 95% t-interval band")
 
     width = max(5.0, 0.35 * len(variants) + 1.5)
     fig, axes = plt.subplots(1, len(envs), figsize=(width * len(envs), 4.2), squeeze=False)
@@ -278,10 +275,8 @@ def _figures(groups: dict, out: Path) -> None:
             ax.scatter([i] * len(values), values, s=12, color="black")
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         ax.set(title=env, ylabel="variance of update norm", yscale="log")
-    fig.suptitle("Variance of the per-update parameter-change norm (bar: mean, dots: seeds)")
-    fig.tight_layout()
-    fig.savefig(out / "update_norm_var.png", dpi=120)
-    plt.close(fig)
+    _save(fig, out / "update_norm_var.png",
+          "Variance of the per-update parameter-change norm (bar: mean, dots: seeds)")
 
     fig, axes = plt.subplots(1, len(envs), figsize=size, squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
@@ -292,9 +287,15 @@ def _figures(groups: dict, out: Path) -> None:
             ax.plot(steps, np.nanmean(table, axis=0), label=variant, **styles[variant])
         ax.set(title=env, xlabel="env steps", ylabel="TD loss (mean over seeds)", yscale="log")
         _legend(ax)
-    fig.suptitle("TD loss per log window")
+    _save(fig, out / "td_loss.png", "TD loss per log window")
+
+
+def _save(fig, path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out / "td_loss.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
