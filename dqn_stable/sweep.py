@@ -318,7 +318,11 @@ def run_sweep(
         atomic_write(out / MANIFEST, lambda f: f.write((text + "\n").encode()))
 
     def record(spec: RunSpec, code: int) -> None:
-        status = _STATUS.get(code, "failed")
+        summary_path = out / spec.name / SUMMARY_FILE
+        if summary_path.is_file():  # the run's own account of how it ended is the truth
+            status = json.loads(summary_path.read_text())["status"]
+        else:
+            status = _STATUS.get(code, "failed")
         if status == "failed" and pool.signum is not None:
             status = "interrupted"  # stopped during start-up, before train's handler was in place
         with lock:

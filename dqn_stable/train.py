@@ -52,6 +52,13 @@ class _StopRequest:
         signal.signal(signal.SIGINT, self)
         signal.signal(signal.SIGTERM, self)
 
+    def ignore_further(self) -> None:
+        """Ignore SIGINT/SIGTERM from now on. Once the run has ended and its files are written,
+        a signal must not kill the process while it shuts down: Python restores the default
+        handlers as it finalizes, and dying of SIGINT then (exit -2) looks like a crash."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -134,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = trainer.run(run_dir, recorder, should_stop=lambda: stop.signum is not None)
     finally:
         recorder.close()
+        stop.ignore_further()
     if result.status == "interrupted":
         logger.info("checkpoint written at env step %d; continue with: "
                     "python -m dqn_stable.train --resume %s", trainer.env_step, run_dir)

@@ -309,3 +309,11 @@ def test_evaluate_missing_run_dir_exits_2(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"error: run directory not found: {tmp_path / 'gone'}\n"
+
+
+def test_a_finished_run_ignores_signals_while_it_shuts_down(tiny_config, tmp_path):
+    # Python puts the default handlers back as it finalizes; dying of SIGINT then (exit -2)
+    # would make a finished run look crashed to a sweep.
+    assert train.main(["--config", str(tiny_config), "--run-dir", str(tmp_path / "run")]) == 0
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
