@@ -5,13 +5,24 @@ from pathlib import Path
 import pytest
 
 from dqn_stable.config import Config, load_config
+from dqn_stable.sweep import load_sweep
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
+PRESETS = sorted(p for p in CONFIGS.rglob("*.yaml") if "sweeps" not in p.parts)
+SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
 def test_every_preset_loads(path):
     assert isinstance(load_config(path), Config)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_every_sweep_file_loads(path, monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)  # sweep files name presets from the repository root
+    assert load_sweep(path).runs
 
 
 def test_paper_preset_is_the_paper_setting():
