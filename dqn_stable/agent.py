@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dqn_stable.clipping import clip_global_grad_, clip_output_grad_
+from dqn_stable.clipping import clip_global_grad_, rescale_to_norm_
 from dqn_stable.config import AgentConfig, OptimizerConfig
 from dqn_stable.diagnostics import group_norms, parameter_groups
 from dqn_stable.replay import Batch
@@ -153,7 +153,8 @@ class DQNAgent:
         self.num_updates = 0
         """Gradient updates made so far."""
         self._groups = parameter_groups(network)
-        self._head_name = next(name for name, mod in network.named_modules() if mod is network.head)
+        head_name = next(name for name, mod in network.named_modules() if mod is network.head)
+        self._head_index = list(self._groups).index(head_name)
 
     def num_parameters(self) -> int:
         """Parameters held by the agent's networks, the target network's included."""
@@ -184,13 +185,13 @@ class DQNAgent:
             target_network=self.target_network, double=cfg.double,
         )
         out.loss.backward()
-        grad_norms = group_norms([[p.grad for p in g if p.grad is not None] for g in groups])
-        if cfg.output_clip is not None:
-            output_grad_norm = clip_output_grad_(self.network.head, cfg.output_clip)
-            clipped = output_grad_norm > cfg.output_clip
-        else:
-            output_grad_norm = float(grad_norms[list(self._groups).index(self._head_name)])
-            clipped = False
+        grads = [[p.grad for p in g if p.grad is not None] for g in groups]
+        grad_norms = group_norms(grads).tolist()
+        # The head's entry is the norm clip_output_grad_ would compute; reuse it, not recompute.
+        output_grad_norm = grad_norms[self._head_index]
+        clipped = cfg.output_clip is not None and rescale_to_norm_(
+            grads[self._head_index], output_grad_norm, cfg.output_clip
+        )
         if cfg.global_clip is not None:
             clip_global_grad_(self.network.parameters(), cfg.global_clip)
         self.optimizer.step()
@@ -217,7 +218,7 @@ class DQNAgent:
             output_grad_norm=output_grad_norm,
             output_clipped=clipped,
             param_norm=scalars[4],
-            grad_norms=dict(zip(names, grad_norms.tolist(), strict=True)),
+            grad_norms=dict(zip(names, grad_norms, strict=True)),
             update_norms=dict(zip(names, update_norms.tolist(), strict=True)),
         )
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["clip_global_grad_", "clip_output_grad_"]
+from dqn_stable.diagnostics import group_norms
+
+__all__ = ["clip_global_grad_", "clip_output_grad_", "rescale_to_norm_"]
 
 
 def clip_output_grad_(layer: nn.Module, max_norm: float) -> float:
@@ -23,13 +25,20 @@ def clip_output_grad_(layer: nn.Module, max_norm: float) -> float:
     grads = [p.grad for p in layer.parameters() if p.grad is not None]
     if not grads:
         return 0.0
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    norm_value = norm.item()
-    if norm_value > max_norm:
-        scale = max_norm / norm_value
-        for g in grads:
-            g.mul_(scale)
-    return norm_value
+    norm = group_norms([grads])[0].item()
+    rescale_to_norm_(grads, norm, max_norm)
+    return norm
+
+
+def rescale_to_norm_(grads: Sequence[torch.Tensor], norm: float, max_norm: float) -> bool:
+    """Scale ``grads``, whose joint L2 norm is ``norm``, by ``max_norm / norm`` if ``norm``
+    exceeds ``max_norm``; True if it did. For callers that already know the norm."""
+    if norm <= max_norm:
+        return False
+    scale = max_norm / norm
+    for g in grads:
+        g.mul_(scale)
+    return True
 
 
 def clip_global_grad_(parameters: Iterable[nn.Parameter], max_norm: float) -> float:

@@ -90,9 +90,7 @@ def collect_runs(sweep_dir: str | Path) -> list[RunRecord]:
 
 def iqm(values: Sequence[float]) -> float:
     """Interquartile mean: the mean of the middle 50% (25% trimmed from each end)."""
-    from scipy.stats import trim_mean
-
-    return float(trim_mean(np.asarray(values, dtype=float), 0.25))
+    return float(_trim(np.asarray(values, dtype=float), axis=0))
 
 
 def iqm_interval(values: Sequence[float], resamples: int, seed: int) -> tuple[float, float]:
