@@ -34,6 +34,65 @@ def test_paper_preset_is_the_paper_setting():
     assert (cfg.replay.learning_starts, cfg.exploration.decay_steps) == (5000, 100_000)
 
 
+BUDGETS = {  # env steps per run (issue 4)
+    "CartPole-v1": 50_000, "Acrobot-v1": 100_000, "MountainCar-v0": 120_000,
+    "LunarLander-v3": 200_000,
+}
+METHOD_PRESETS = {
+    "CartPole-v1": "cartpole.yaml", "Acrobot-v1": "acrobot.yaml",
+    "MountainCar-v0": "mountaincar.yaml", "LunarLander-v3": "lunarlander.yaml",
+}
+
+
+@pytest.mark.parametrize("env_id", sorted(METHOD_PRESETS))
+def test_method_presets_are_the_method(env_id):
+    cfg = load_config(CONFIGS / METHOD_PRESETS[env_id])
+    assert (cfg.env.id, cfg.train.total_steps) == (env_id, BUDGETS[env_id])
+    assert (cfg.network.activation, cfg.network.tgelu_range) == ("tgelu", (-1.0, 1.0))
+    assert (cfg.agent.target, cfg.agent.loss, cfg.agent.global_clip) == ("none", "mse", None)
+    assert cfg.agent.output_clip == 1.0
+
+
+# RL Baselines3 Zoo's hyperparams/dqn.yml, in SB3's terms: learning_rate, batch_size, buffer_size,
+# learning_starts, gamma, target_update_interval (env steps), train_freq, gradient_steps (-1: one
+# per env step collected), exploration_fraction, exploration_final_eps, n_timesteps.
+ZOO = {
+    "Acrobot-v1": (6.3e-4, 128, 50_000, 0, 0.99, 250, 4, -1, 0.12, 0.1, 100_000),
+    "MountainCar-v0": (4e-3, 128, 10_000, 1000, 0.98, 600, 16, 8, 0.2, 0.07, 120_000),
+    "LunarLander-v3": (6.3e-4, 128, 50_000, 0, 0.99, 250, 4, -1, 0.12, 0.1, 100_000),
+}
+
+
+@pytest.mark.parametrize("env_id", sorted(ZOO))
+def test_baseline_presets_translate_rl_zoo(env_id):
+    lr, batch, buffer, starts, gamma, target_every, freq, grad_steps, fraction, final_eps, zoo_steps = ZOO[env_id]
+    cfg = load_config(CONFIGS / METHOD_PRESETS[env_id].replace(".yaml", "_baseline.yaml"))
+    assert (cfg.env.id, cfg.train.total_steps) == (env_id, BUDGETS[env_id])
+    assert (cfg.network.activation, cfg.network.hidden) == ("relu", (256, 256))
+    assert (cfg.agent.target, cfg.agent.loss, cfg.agent.global_clip) == ("hard", "huber", 10.0)
+    assert (cfg.agent.output_clip, cfg.agent.double) == (None, False)
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.agent.gamma) == ("adam", lr, gamma)
+    assert (cfg.replay.batch_size, cfg.replay.capacity) == (batch, buffer)
+    assert cfg.replay.learning_starts == starts
+    updates_per_round = freq if grad_steps == -1 else grad_steps
+    assert (cfg.train.train_every, cfg.train.gradient_steps) == (freq, updates_per_round)
+    # the Zoo's copy interval in env steps, as gradient updates at its update rate
+    assert cfg.agent.target_update_every == target_every * updates_per_round // freq
+    assert cfg.exploration.end == final_eps
+    # the fraction applies to the run's budget (Zoo's n_timesteps where ours is larger)
+    assert cfg.exploration.decay_steps == round(fraction * max(zoo_steps, BUDGETS[env_id]))
+
+
+def test_benchmark_sweep_pairs_each_method_preset_with_its_baseline(monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    sweep = load_sweep(CONFIGS / "sweeps" / "benchmark.yaml")
+    cells = {(r.variant, r.env_id) for r in sweep.runs}
+    assert cells == {(v, e) for v in ("method", "baseline") for e in BUDGETS}
+    assert len(sweep.runs) == 2 * 4 * 5
+    for run in sweep.runs:
+        assert f"train.total_steps={BUDGETS[run.env_id]}" in run.overrides
+
+
 def test_default_preset_is_the_method():
     cfg = load_config(CONFIGS / "cartpole.yaml")
     assert (cfg.network.activation, cfg.agent.target) == ("tgelu", "none")
