@@ -113,3 +113,23 @@ def test_baseline_preset_is_rl_zoos_dqn():
         256, 128, 50_000
     )
     assert (cfg.exploration.end, cfg.exploration.decay_steps) == (0.04, 8000)
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_every_preset_trains_on_its_environment(path, tmp_path):
+    """Each preset, cut to 1,200 env steps, makes its real environment, updates and evaluates."""
+    from dqn_stable.trainer import Trainer
+
+    preset = load_config(path)
+    starts = min(preset.replay.learning_starts, 400)
+    cfg = load_config(path, [
+        "train.total_steps=1200", f"replay.learning_starts={starts}",
+        f"replay.capacity={min(preset.replay.capacity, 5000)}",
+        "train.train_every=100", "train.gradient_steps=2",
+        "eval.every=1200", "eval.episodes=1", "checkpoint.every=600",
+    ])
+    result = Trainer(cfg).run(tmp_path / "run")
+    assert result.status == "finished"
+    assert result.summary["env_id"] == preset.env.id
+    assert result.summary["env_steps"] == 1200
+    assert result.summary["gradient_updates"] == 2 * ((1200 - max(starts, 100)) // 100 + 1)
