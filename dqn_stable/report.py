@@ -239,9 +239,9 @@ def _figures(groups: dict, out: Path) -> None:
     colors, dashes = plt.get_cmap("tab10"), ("-", "--", ":")
     styles = {v: {"color": colors(i % 10), "linestyle": dashes[i // 10 % 3]}
               for i, v in enumerate(variants)}
-    size = (5.5 * len(envs) + 2.5, max(3.6, 0.2 * len(variants) + 1.0))
-    fig, axes = plt.subplots(1, len(envs), figsize=size, squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
+    panel = (8.0, max(3.6, 0.2 * len(variants) + 1.0))
+    fig, axes = _panels(plt, len(envs), panel)
+    for ax, env in zip(axes, envs, strict=True):
         for (group_env, variant), runs in groups.items():
             if group_env != env:
                 continue
@@ -263,9 +263,8 @@ def _figures(groups: dict, out: Path) -> None:
         _legend(ax)
     _save(fig, out / "eval_return.png", "Evaluation return: mean over seeds, 95% t-interval band")
 
-    width = max(5.0, 0.35 * len(variants) + 1.5)
-    fig, axes = plt.subplots(1, len(envs), figsize=(width * len(envs), 4.2), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
+    fig, axes = _panels(plt, len(envs), (max(5.0, 0.35 * len(variants) + 1.5), 4.2))
+    for ax, env in zip(axes, envs, strict=True):
         names = [v for e, v in groups if e == env]
         for i, variant in enumerate(names):
             values = [r.summary["update_norm_var"] for r in groups[(env, variant)]]
@@ -276,8 +275,8 @@ def _figures(groups: dict, out: Path) -> None:
     _save(fig, out / "update_norm_var.png",
           "Variance of the per-update parameter-change norm (bar: mean, dots: seeds)")
 
-    fig, axes = plt.subplots(1, len(envs), figsize=size, squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
+    fig, axes = _panels(plt, len(envs), panel)
+    for ax, env in zip(axes, envs, strict=True):
         for (group_env, variant), runs in groups.items():
             if group_env != env or not any(r.td_loss for r in runs):
                 continue
@@ -286,6 +285,17 @@ def _figures(groups: dict, out: Path) -> None:
         ax.set(title=env, xlabel="env steps", ylabel="TD loss (mean over seeds)", yscale="log")
         _legend(ax)
     _save(fig, out / "td_loss.png", "TD loss per log window")
+
+
+def _panels(plt, count: int, panel: tuple[float, float]) -> tuple[Any, list]:
+    """One panel per environment: a row of up to three, else a grid two panels wide."""
+    cols = count if count <= 3 else 2
+    rows = -(-count // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
 
 
 def _save(fig, path: Path, title: str) -> None:

@@ -65,7 +65,8 @@ ZOO = {
 
 @pytest.mark.parametrize("env_id", sorted(ZOO))
 def test_baseline_presets_translate_rl_zoo(env_id):
-    lr, batch, buffer, starts, gamma, target_every, freq, grad_steps, fraction, final_eps, zoo_steps = ZOO[env_id]
+    (lr, batch, buffer, starts, gamma, target_every, freq, grad_steps, fraction, final_eps,
+     zoo_steps) = ZOO[env_id]
     cfg = load_config(CONFIGS / METHOD_PRESETS[env_id].replace(".yaml", "_baseline.yaml"))
     assert (cfg.env.id, cfg.train.total_steps) == (env_id, BUDGETS[env_id])
     assert (cfg.network.activation, cfg.network.hidden) == ("relu", (256, 256))
