@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.utils import EzPickle
 
 from dqn_stable.config import EnvConfig
 
@@ -68,8 +69,24 @@ def _check_spaces(env: gym.Env, env_id: str) -> EnvSpec:
     return EnvSpec(tuple(observations.shape), np.dtype(observations.dtype), int(actions.n))
 
 
+def _keeps_state_in_pickle(env: gym.Env) -> bool:
+    """False for an env built on Gymnasium's ``EzPickle`` (Box2D's, MuJoCo's) at any layer: it
+    pickles without error but keeps only its constructor arguments, so unpickled it is fresh and
+    not even reset."""
+    layer = env
+    while layer is not None:
+        if isinstance(layer, EzPickle):
+            return False
+        layer = layer.env if isinstance(layer, gym.Wrapper) else None
+    return True
+
+
 def snapshot_env(env: gym.Env) -> bytes | None:
-    """The env pickled mid-episode (state, RNG, time-limit counter), or None if it cannot be."""
+    """The env pickled mid-episode (state, RNG, time-limit counter), or None if it cannot be
+    (it does not pickle, or it pickles only its constructor arguments)."""
+    if not _keeps_state_in_pickle(env):
+        logger.debug("env %s pickles only its constructor arguments (EzPickle)", env)
+        return None
     try:
         return pickle.dumps(env)
     except Exception as exc:  # Box2D, MuJoCo, ALE... hold unpicklable native objects
@@ -77,6 +94,11 @@ def snapshot_env(env: gym.Env) -> bytes | None:
         return None
 
 
-def restore_env(snapshot: bytes) -> gym.Env:
-    """An env from :func:`snapshot_env`, continuing exactly where it was."""
-    return pickle.loads(snapshot)
+def restore_env(snapshot: bytes) -> gym.Env | None:
+    """An env from :func:`snapshot_env`, continuing exactly where it was; None when the snapshot
+    holds only constructor arguments (written before such envs were recognised)."""
+    env = pickle.loads(snapshot)
+    if not _keeps_state_in_pickle(env):
+        env.close()
+        return None
+    return env

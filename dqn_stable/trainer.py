@@ -271,8 +271,8 @@ class Trainer:
         if env_snapshot is None and not self._env_warned:
             self._env_warned = True
             warnings.warn(
-                f"env {self.config.env.id} cannot be saved (it does not pickle); a resumed run "
-                "restarts the episode in progress, so resume is not exact for it",
+                f"env {self.config.env.id} cannot be saved (its state does not pickle); a resumed "
+                "run restarts the episode in progress, so resume is not exact for it",
                 stacklevel=2,
             )
         return {
@@ -316,9 +316,10 @@ class Trainer:
         self._wall_before = state["wall_seconds"]
         self._peak_rss_before = state["peak_rss_mb"]
         self.last_episode = state["last_episode"]
-        if state["env"] is not None:
+        restored = restore_env(state["env"]) if state["env"] is not None else None
+        if restored is not None:
             self.env.close()
-            self.env = restore_env(state["env"])
+            self.env = restored
             self.obs = state["obs"]
             self.episode_return = state["episode_return"]
             self.episode_length = state["episode_length"]

@@ -84,3 +84,17 @@ def test_unpicklable_env_has_no_snapshot():
     env = gym.make("toy_envs:Unpicklable-v0")
     env.reset(seed=0)
     assert snapshot_env(env) is None
+
+
+def test_ezpickle_env_has_no_snapshot_and_an_old_snapshot_of_one_restores_to_none():
+    """Box2D envs pickle only their constructor arguments: unpickled, LunarLander has no lander."""
+    pytest.importorskip("Box2D", reason="the box2d extra is not installed")
+    import pickle
+
+    env, _ = make_env(EnvConfig(id="LunarLander-v3"))
+    env.reset(seed=0)
+    env.step(0)
+    assert snapshot_env(env) is None
+    raw = pickle.dumps(env)  # what a checkpoint written before the check holds
+    assert pickle.loads(raw).unwrapped.lander is None
+    assert restore_env(raw) is None

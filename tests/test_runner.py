@@ -377,8 +377,8 @@ def test_unpicklable_env_warns_at_checkpoint_and_resume_restarts_the_episode(tmp
     dump_config(config, run_dir / CONFIG_FILE)
 
     trainer = Trainer(config)
-    with pytest.warns(UserWarning, match=r"cannot be saved \(it does not pickle\); a resumed run "
-                      "restarts the episode in progress"):
+    with pytest.warns(UserWarning, match=r"cannot be saved \(its state does not pickle\); a "
+                      "resumed run restarts the episode in progress"):
         result = trainer.run(run_dir, MemoryRecorder(), should_stop=lambda: trainer.env_step >= 250)
     assert result.status == "interrupted"
     assert (trainer.env_step, trainer.episode_length) == (250, 10)  # episodes are 20 steps
@@ -400,3 +400,29 @@ def test_unpicklable_env_warns_at_checkpoint_and_resume_restarts_the_episode(tmp
     # the restarted episode runs its full 20 steps from env step 250
     assert recorder.scalars[Tags.EPISODIC_LENGTH][0] == (270, 20)
 
+
+
+def test_a_box2d_run_resumes_by_restarting_its_episode(tmp_path):
+    """LunarLander pickles (EzPickle) but only as constructor arguments: unpickled it is a fresh,
+    un-reset env that fails on its first step. The trainer must treat it as unsaveable."""
+    pytest.importorskip("Box2D", reason="the box2d extra is not installed")
+    data = tiny_data(**{
+        "env.id": "LunarLander-v3", "train.total_steps": 400, "checkpoint.every": 1000,
+        "eval.every": 1000, "eval.episodes": 1,
+    })
+    config = config_from_dict(data)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dump_config(config, run_dir / CONFIG_FILE)
+    trainer = Trainer(config)
+    with pytest.warns(UserWarning, match="cannot be saved"):
+        result = trainer.run(run_dir, MemoryRecorder(), should_stop=lambda: trainer.env_step >= 150)
+    assert result.status == "interrupted"
+    assert load_checkpoint(run_dir / CHECKPOINT)["env"] is None
+    with pytest.warns(UserWarning, match="restarting the episode that was in progress at env "
+                      "step 150"):
+        resumed = load_run(run_dir)
+    assert resumed.episode_length == 0
+    with pytest.warns(UserWarning, match="cannot be saved"):
+        assert resumed.run(run_dir, MemoryRecorder()).status == "finished"
+    assert resumed.env_step == 400
