@@ -2,6 +2,9 @@
 
 Usage: python scripts/bench_tgelu.py [--batch 256] [--width 128] [--repeats 2000] [--threads 1]
 
+"TGELU" is the default torch-operations path, "TGELU kernel" the compiled one
+(``use_tgelu_kernel``; built on first use, about a minute, when a compiler and ninja are present).
+
 Prints the median time per forward+backward in microseconds and the ratio to nn.GELU. This is a
 benchmark, not a test: numbers depend on the machine.
 """
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from dqn_stable import TGELU
+from dqn_stable.activations import use_tgelu_kernel
 
 
 class NaiveTGELU(nn.Module):
@@ -32,6 +36,17 @@ class NaiveTGELU(nn.Module):
             (x >= tr) * right + ((x >= 0) & (x < tr)) * middle_pos
             + ((x >= tl) & (x < 0)) * middle_neg + (x < tl) * left
         )
+
+
+class KernelTGELU(TGELU):
+    """TGELU through the compiled kernel (``use_tgelu_kernel``), switched on only for its call."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        use_tgelu_kernel(True)
+        try:
+            return super().forward(x)
+        finally:
+            use_tgelu_kernel(False)
 
 
 def time_forward_backward(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
@@ -60,6 +75,12 @@ def main() -> None:
     x = (torch.randn(args.batch, args.width) * 2.0).requires_grad_()
     modules = {"nn.GELU": nn.GELU(), "nn.ReLU": nn.ReLU(), "TGELU": TGELU(),
                "naive tGELU": NaiveTGELU()}
+    try:
+        use_tgelu_kernel(True)  # builds it on first use
+        use_tgelu_kernel(False)
+        modules["TGELU kernel"] = KernelTGELU()
+    except RuntimeError as err:
+        print(f"(no kernel row: {err})")
     # Interleave rounds so that drift in machine load affects every module alike.
     rounds: dict[str, list[float]] = {name: [] for name in modules}
     for _ in range(5):

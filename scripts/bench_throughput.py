@@ -1,0 +1,246 @@
+"""Training throughput on CartPole-v1: dqn_stable's runner against Stable-Baselines3's DQN.
+
+    python scripts/bench_throughput.py [--train-steps N] [--repeats R] [--out results/throughput.md]
+
+Every measurement is a fresh subprocess with torch on one thread, so runs cannot share caches or
+thread pools, and they alternate (ours, SB3, ours, SB3, ...) so that drift in the machine's speed
+hits both sides alike. A measurement collects ``learning_starts`` env steps of random warm-up, then
+``--train-steps`` env steps with updates; the reported rate is env steps per second over that
+training phase only (no evaluation runs inside it; TensorBoard is off on both sides). Peak RSS is
+the subprocess's maximum resident set size. Needs the ``bench`` extra (stable-baselines3).
+
+Settings:
+* ``paper``: one gradient update per env step, batch 256, MLP 128-128, replay 1e6, learning
+  starts 5,000 env steps. Ours in the method's mode (tGELU, no target network, output-layer clip,
+  SGD) and in the baseline's mode (ReLU, Polyak target tau 0.005 every update, Adam, Huber, global
+  clip 10), against SB3 with ReLU, Polyak target, Adam (its defaults: Huber, max_grad_norm 10).
+* ``cleanrl``: CleanRL's dqn.py: one update every 10 env steps, batch 128, MLP 120-84, replay 1e4,
+  hard target copy every 500 env steps, learning starts 10,000, Adam 2.5e-4, MSE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL_ENV = "DQN_STABLE_TGELU_KERNEL"  # dqn_stable.activations.KERNEL_ENV, without importing torch
+
+SETTINGS = {
+    "paper": {
+        "learning_starts": 5000, "batch": 256, "hidden": [128, 128], "capacity": 1_000_000,
+        "train_every": 1, "lr": 1e-3,
+    },
+    "cleanrl": {
+        "learning_starts": 10_000, "batch": 128, "hidden": [120, 84], "capacity": 10_000,
+        "train_every": 10, "lr": 2.5e-4,
+    },
+}
+
+# (setting, ours mode, SB3 counterpart)
+PAIRS = [("paper", "method"), ("paper", "baseline"), ("cleanrl", "baseline")]
+
+
+def _ours_overrides(setting: str, mode: str, train_steps: int) -> list[str]:
+    s = SETTINGS[setting]
+    total = s["learning_starts"] + train_steps
+    common = [
+        "env.id=CartPole-v1", f"network.hidden={json.dumps(s['hidden'])}",
+        f"replay.capacity={s['capacity']}", f"replay.batch_size={s['batch']}",
+        f"replay.learning_starts={s['learning_starts']}", f"train.total_steps={total}",
+        f"train.train_every={s['train_every']}", "train.gradient_steps=1", "train.log_every=1000",
+        "train.torch_threads=1", f"eval.every={total}", "eval.episodes=1",
+        f"checkpoint.every={total}", "exploration.decay_steps=10000", "exploration.end=0.05",
+    ]
+    if mode == "method":
+        return [
+            *common, "network.activation=tgelu", "agent.target=none", "agent.loss=mse",
+            "agent.output_clip=1.0", "agent.global_clip=null", "optimizer.name=sgd",
+            "optimizer.lr=3e-4",
+        ]
+    if setting == "paper":
+        target = ["agent.target=polyak", "agent.polyak_tau=0.005", "agent.target_update_every=1",
+                  "agent.loss=huber", "agent.global_clip=10.0"]
+    else:  # CleanRL: a hard copy every 500 env steps = every 50 updates at one per 10 env steps
+        target = ["agent.target=hard", "agent.target_update_every=50", "agent.loss=mse",
+                  "agent.global_clip=null"]
+    return [
+        *common, *target, "network.activation=relu", "agent.output_clip=null",
+        "optimizer.name=adam", f"optimizer.lr={s['lr']}",
+    ]
+
+
+def _measure_ours(setting: str, mode: str, train_steps: int, run_dir: str) -> dict:
+    from dqn_stable.config import Config, apply_overrides, config_from_dict
+    from dqn_stable.trainer import Trainer
+
+    data = apply_overrides({}, _ours_overrides(setting, mode, train_steps))
+    config: Config = config_from_dict(data)
+    trainer = Trainer(config)
+    start = SETTINGS[setting]["learning_starts"]
+    last = config.train.total_steps - 1
+    marks: dict[int, float] = {}
+
+    def mark() -> bool:  # called once per env step, after that step's updates
+        if trainer.env_step in (start, last):
+            marks[trainer.env_step] = time.perf_counter()
+        return False
+
+    trainer.run(run_dir, should_stop=mark)
+    return {"sps": (last - start) / (marks[last] - marks[start])}
+
+
+def _measure_sb3(setting: str, train_steps: int) -> dict:
+    import gymnasium as gym
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    s = SETTINGS[setting]
+    start = s["learning_starts"]
+    total = start + train_steps
+    last = total - 1
+    marks: dict[int, float] = {}
+
+    class Mark(BaseCallback):
+        def _on_step(self) -> bool:  # called once per env step, after the step is stored
+            if self.num_timesteps in (start, last):
+                marks[self.num_timesteps] = time.perf_counter()
+            return True
+
+    if setting == "paper":
+        target = {"tau": 0.005, "target_update_interval": 1}
+    else:
+        target = {"tau": 1.0, "target_update_interval": 500}
+    model = DQN(
+        "MlpPolicy", gym.make("CartPole-v1"), learning_rate=s["lr"], buffer_size=s["capacity"],
+        learning_starts=start, batch_size=s["batch"], train_freq=s["train_every"],
+        gradient_steps=1, exploration_fraction=10_000 / total, exploration_final_eps=0.05,
+        policy_kwargs={"net_arch": s["hidden"]}, seed=0, device="cpu", **target,
+    )
+    model.learn(total_timesteps=total, callback=Mark())
+    return {"sps": (last - start) / (marks[last] - marks[start])}
+
+
+def _worker(spec: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    if spec["impl"] == "ours":
+        result = _measure_ours(spec["setting"], spec["mode"], spec["train_steps"], spec["run_dir"])
+    else:
+        result = _measure_sb3(spec["setting"], spec["train_steps"])
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def _spawn(spec: dict, tgelu_kernel: bool = False) -> dict:
+    env = dict(os.environ)
+    env.pop(KERNEL_ENV, None)
+    if tgelu_kernel and spec["impl"] == "ours":
+        env[KERNEL_ENV] = "1"
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], cwd=ROOT, capture_output=True,
+        text=True, check=False, env=env,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"measurement {spec} failed:\n{proc.stderr[-2000:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train-steps", type=int, default=10_000,
+                        help="env steps with updates per measurement (after learning starts)")
+    parser.add_argument("--repeats", type=int, default=3, help="A/B pairs per comparison")
+    parser.add_argument("--out", type=Path, help="write the Markdown table here")
+    parser.add_argument("--tgelu-kernel", action="store_true",
+                        help=f"run ours with the compiled tGELU kernel ({KERNEL_ENV}=1)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(json.loads(args.worker))
+        return 0
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        print("error: Stable-Baselines3 is missing; run: pip install -e '.[bench]'",
+              file=sys.stderr)
+        return 2
+
+    import tempfile
+
+    if args.tgelu_kernel:
+        from dqn_stable.activations import use_tgelu_kernel
+
+        try:
+            use_tgelu_kernel(True)  # build it here, once, not inside a timed worker
+        except RuntimeError as err:
+            print(f"error: --tgelu-kernel: {err}", file=sys.stderr)
+            return 2
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for setting, mode in PAIRS:
+            pairs = []
+            for r in range(args.repeats):
+                ours = _spawn({"impl": "ours", "setting": setting, "mode": mode,
+                               "train_steps": args.train_steps,
+                               "run_dir": f"{tmp}/{setting}-{mode}-{r}"}, args.tgelu_kernel)
+                sb3 = _spawn({"impl": "sb3", "setting": setting, "train_steps": args.train_steps})
+                pairs.append((ours, sb3))
+                print(f"{setting:8s} {mode:8s} pair {r}: ours {ours['sps']:7.1f} env steps/s, "
+                      f"SB3 {sb3['sps']:7.1f}, ratio {ours['sps'] / sb3['sps']:.2f}", flush=True)
+            rows.append((setting, mode, pairs))
+    table = _table(rows, args)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+    return 0
+
+
+def _table(rows, args) -> str:
+    import torch
+
+    lines = [
+        "# Training throughput: dqn_stable vs Stable-Baselines3 on CartPole-v1",
+        "",
+        f"Command: `python scripts/bench_throughput.py --train-steps {args.train_steps} "
+        f"--repeats {args.repeats}" + (" --tgelu-kernel" if args.tgelu_kernel else "")
+        + (f" --out {args.out}`" if args.out else "`"),
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        "1 torch thread per process, one process at a time; tGELU "
+        + ("through the compiled kernel." if args.tgelu_kernel else "through torch operations."),
+        "Env steps/s over the training phase only (after learning starts, no evaluation); peak "
+        "RSS of the whole process. Each pair is one run of ours followed by one of SB3.",
+        "",
+        "| setting | ours (mode) | ours env steps/s per pair | SB3 env steps/s per pair | "
+        "ratio per pair | median ratio | peak RSS MB ours / SB3 (max) |",
+        "|---|---|---|---|---|---:|---|",
+    ]
+    for setting, mode, pairs in rows:
+        ours = [o["sps"] for o, _ in pairs]
+        sb3 = [s["sps"] for _, s in pairs]
+        ratios = [o / s for o, s in zip(ours, sb3, strict=True)]
+        rss_o = max(o["peak_rss_mb"] for o, _ in pairs)
+        rss_s = max(s["peak_rss_mb"] for _, s in pairs)
+        lines.append(
+            f"| {setting} | {mode} | {', '.join(f'{v:.0f}' for v in ours)} | "
+            f"{', '.join(f'{v:.0f}' for v in sb3)} | {', '.join(f'{v:.2f}' for v in ratios)} | "
+            f"{statistics.median(ratios):.2f} | {rss_o:.0f} / {rss_s:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
