@@ -171,6 +171,9 @@ class Config:
     """Run name used in run-directory names; load_config uses the file's stem when it is unset."""
     seed: int = 0
     """Seed of the run (training env, networks, exploration); >= 0."""
+    device: str = "cpu"
+    """Where the networks and the updates run: ``cpu`` (the default), ``cuda``, ``cuda:N``, or
+    ``auto`` (CUDA when this machine has it, else CPU). The replay buffer stays in CPU memory."""
     env: EnvConfig = field(default_factory=EnvConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -486,6 +489,11 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         math.isfinite(tl) and math.isfinite(tr) and tl < 0.0 < tr,
         "network.tgelu_range",
         "must be finite [tl, tr] with tl < 0 < tr, e.g. [-1.0, 1.0]",
+    )
+    check(
+        re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device) is not None,
+        "device",
+        "must be 'cpu', 'cuda', 'cuda:N' or 'auto'",
     )
     check(0.0 < cfg.agent.polyak_tau <= 1.0, "agent.polyak_tau", "must be in (0, 1]")
     lr = cfg.optimizer.lr

@@ -25,7 +25,7 @@ import torch
 
 from dqn_stable.agent import DQNAgent, UpdateInfo
 from dqn_stable.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dqn_stable.config import Config, config_to_dict, load_config
+from dqn_stable.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from dqn_stable.diagnostics import RunningStats, UpdateWindow
 from dqn_stable.envs import make_env, restore_env, snapshot_env
 from dqn_stable.evaluate import evaluate_policy
@@ -78,7 +78,7 @@ class Trainer:
         net = config.network
         network = QNetwork(
             spec.obs_shape, spec.num_actions, net.hidden, net.activation, net.tgelu_range
-        )
+        ).to(resolve_device(config.device))  # initialised on CPU: same weights on every device
         self.agent = DQNAgent(network, config.agent, config.optimizer, seed=agent_seed)
         self.replay = ReplayBuffer(
             config.replay.capacity, spec.obs_shape, spec.obs_dtype, seed=replay_seed
@@ -300,7 +300,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["config"] != config_to_dict(self.config):
+        # Filled with today's defaults, so that a key added since the checkpoint was written
+        # (at its default) does not count as a different config.
+        if config_to_dict(config_from_dict(state["config"])) != config_to_dict(self.config):
             raise ValueError("it was written with a different config")
         self.env_step = state["env_step"]
         self.episodes = state["episodes"]
@@ -331,6 +333,26 @@ class Trainer:
             )
             self.obs, _ = self.env.reset(seed=self.config.seed + self.env_step)
             self.episode_return, self.episode_length = 0.0, 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a config's ``device``: ``auto`` is CUDA when available, else CPU;
+    ``ConfigError`` if CUDA is asked for and this machine has none."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device = {name!r}: this machine has no CUDA device (torch {torch.__version__}); "
+                "use device=cpu, or device=auto to take CUDA only where there is one"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device = {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                "use device=cuda or an index below that"
+            )
+    return device
 
 
 def load_run(run_dir: str | Path) -> Trainer:

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from conftest import TESTS_DIR, TINY, tiny_data, write_yaml
 
 from dqn_stable import evaluate, train
@@ -65,6 +66,13 @@ def test_unknown_key_in_file(cwd, capsys):
     write_yaml(cwd / "tiny.yaml", tiny_data(**{"agent.gama": 0.9}))
     assert_rejected(capsys, cwd, ["--config", "tiny.yaml"],
                     "unknown key 'agent.gama' in tiny.yaml; did you mean 'agent.gamma'?")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_device_without_cuda(cwd, capsys):
+    write_yaml(cwd / "tiny.yaml", tiny_data())
+    assert_rejected(capsys, cwd, ["--config", "tiny.yaml", "--run-dir", "out", "device=cuda"],
+                    "device = 'cuda': this machine has no CUDA device")
 
 
 @pytest.mark.parametrize(("override", "message"), [

@@ -315,6 +315,18 @@ def test_out_of_range(dotted, value, rule):
         config_from_dict(data)
 
 
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:-1", "CPU", ""])
+def test_bad_device(device):
+    message = f"device = {device!r} in <dict>: must be 'cpu', 'cuda', 'cuda:N' or 'auto'"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        config_from_dict({"device": device})
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1", "auto"])
+def test_good_device_names_validate_on_any_machine(device):
+    assert config_from_dict({"device": device}).device == device  # whether CUDA exists: at start
+
+
 @pytest.mark.parametrize(
     "tgelu_range",
     [[0.0, 1.0], [-1.0, 0.0], [1.0, -1.0], [-math.inf, 1.0], [-1.0, math.nan]],
@@ -389,6 +401,7 @@ def test_config_to_dict_is_plain_yaml():
     assert list(data) == [
         "name",
         "seed",
+        "device",
         "env",
         "network",
         "agent",
@@ -411,6 +424,7 @@ def test_config_to_dict_is_plain_yaml():
         [
             "name=rt",
             "seed=7",
+            "device=auto",
             "env.kwargs={max_episode_steps: 200, render_mode: null}",
             "network.hidden=[256, 64, 32]",
             "network.tgelu_range=[-0.3, 2.5]",

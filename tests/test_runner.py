@@ -13,12 +13,19 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import TINY, expected_updates, tiny_data, write_yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dqn_stable import train
-from dqn_stable.checkpoint import load_checkpoint
-from dqn_stable.config import config_from_dict, dump_config, load_config
+from dqn_stable.checkpoint import load_checkpoint, save_checkpoint
+from dqn_stable.config import (
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
 from dqn_stable.recorder import Recorder, Tags, read_scalars
 from dqn_stable.schedules import LinearSchedule
 from dqn_stable.trainer import CHECKPOINT, CONFIG_FILE, Trainer, load_run
@@ -426,3 +433,56 @@ def test_a_box2d_run_resumes_by_restarting_its_episode(tmp_path):
     with pytest.warns(UserWarning, match="cannot be saved"):
         assert resumed.run(run_dir, MemoryRecorder()).status == "finished"
     assert resumed.env_step == 400
+
+
+# --- Devices ----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_auto_is_cpu_without_cuda_and_trains_as_cpu(tmp_path):
+    data = tiny_data(**{"train.total_steps": 300})
+    on_cpu = run_trainer(config_from_dict(data), tmp_path / "cpu")[0]
+    auto = run_trainer(config_from_dict({**data, "device": "auto"}), tmp_path / "auto")[0]
+    assert auto.agent.device == torch.device("cpu")
+    for name, tensor in on_cpu.agent.network.state_dict().items():
+        assert torch.equal(auto.agent.network.state_dict()[name], tensor), name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_without_cuda_is_a_config_error(device):
+    with pytest.raises(ConfigError, match=rf"^device = '{device}': this machine has no CUDA .*"
+                                          "use device=cpu, or device=auto"):
+        Trainer(config_from_dict({**tiny_data(), "device": device}))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_cuda_trains_on_cuda_and_resumes(tmp_path):
+    config = config_from_dict({**tiny_data(**{"train.total_steps": 400}), "device": "cuda"})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dump_config(config, run_dir / CONFIG_FILE)
+    first = Trainer(config)
+    assert next(first.agent.network.parameters()).is_cuda
+    assert first.run(run_dir, should_stop=lambda: first.env_step >= 250).status == "interrupted"
+    resumed = load_run(run_dir)
+    assert next(resumed.agent.network.parameters()).is_cuda
+    assert resumed.run(run_dir).status == "finished"
+
+
+def test_checkpoint_from_before_a_config_key_existed_resumes(tmp_path):
+    """A key added later (here ``device``) at its default does not make a checkpoint foreign."""
+    config = config_from_dict(tiny_data(**{"train.total_steps": 400}))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    first = Trainer(config)
+    first.run(run_dir, should_stop=lambda: first.env_step >= 200)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    del state["config"]["device"]
+    save_checkpoint(state, run_dir / CHECKPOINT)
+    old_config = config_to_dict(config)
+    del old_config["device"]
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(old_config, sort_keys=False))
+    resumed = load_run(run_dir)
+    assert resumed.env_step == 200 and resumed.config.device == "cpu"
+    assert resumed.run(run_dir).status == "finished"
