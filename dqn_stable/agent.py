@@ -167,6 +167,20 @@ class DQNAgent:
             return int(self.rng.integers(self.num_actions))
         return self.greedy_action(obs)
 
+    def act_batch(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy actions (int64) for a batch of observations, one per vector env, each
+        exploring independently with probability ``epsilon``."""
+        n = len(obs)
+        if epsilon >= 1.0:
+            return self.rng.integers(self.num_actions, size=n)
+        with torch.no_grad():
+            q_values = self.network(torch.as_tensor(obs, device=self.device))
+        actions = q_values.argmax(dim=1).cpu().numpy()
+        if epsilon > 0.0:
+            explore = self.rng.random(n) < epsilon
+            actions = np.where(explore, self.rng.integers(self.num_actions, size=n), actions)
+        return actions.astype(np.int64, copy=False)
+
     def greedy_action(self, obs: np.ndarray) -> int:
         with torch.no_grad():
             q_values = self.network(torch.as_tensor(obs, device=self.device).unsqueeze(0))

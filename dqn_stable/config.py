@@ -55,6 +55,11 @@ class EnvConfig:
     """Gymnasium id, or 'module:Env-v0' to import ``module`` (which registers the env) first."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gymnasium.make``, e.g. {max_episode_steps: 200}; unchecked."""
+    num_envs: int = 1
+    """Copies of the env collecting side by side; one vector step is num_envs env steps."""
+    vectorization: Literal["sync", "async"] = "sync"
+    """With num_envs > 1: 'sync' steps the copies in turn in this process, 'async' steps each in
+    its own process (worth it when an env step costs more than passing its result back)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -434,6 +439,7 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
 # --- Validation -----------------------------------------------------------------------------------
 
 _AT_LEAST_ONE = (
+    "env.num_envs",
     "agent.target_update_every",
     "replay.capacity",
     "replay.batch_size",
@@ -502,6 +508,12 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         cfg.replay.batch_size <= cfg.replay.capacity,
         "replay.batch_size",
         f"must be <= replay.capacity ({cfg.replay.capacity})",
+    )
+    check(
+        cfg.train.total_steps % cfg.env.num_envs == 0,
+        "train.total_steps",
+        f"must be a multiple of env.num_envs ({cfg.env.num_envs}): each vector step takes "
+        "num_envs env steps",
     )
     check(
         cfg.replay.learning_starts < cfg.train.total_steps,

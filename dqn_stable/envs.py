@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from gymnasium.utils import EzPickle
 
 from dqn_stable.config import EnvConfig
 
-__all__ = ["EnvError", "EnvSpec", "make_env", "restore_env", "snapshot_env"]
+__all__ = ["EnvError", "EnvSpec", "make_env", "make_vector_env", "restore_env", "snapshot_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,27 @@ def make_env(config: EnvConfig) -> tuple[gym.Env, EnvSpec]:
         env.close()
         raise
     return env, spec
+
+
+def make_vector_env(config: EnvConfig) -> tuple[gym.vector.VectorEnv, EnvSpec]:
+    """``config.num_envs`` copies of the env as one Gymnasium vector env: ``SyncVectorEnv`` or,
+    for ``config.vectorization == "async"``, ``AsyncVectorEnv`` (one process per copy).
+
+    A copy whose episode ends is reset within the same step (``AutoresetMode.SAME_STEP``): the step
+    returns the new episode's first observation and keeps the ended episode's true last
+    observation in ``info["final_obs"]``, so every step of every copy is a real transition. The
+    id, kwargs and spaces are checked on one copy first, with :func:`make_env`'s errors.
+    """
+    probe, spec = make_env(config)
+    probe.close()
+    make_one = functools.partial(gym.make, config.id, **config.kwargs)
+    vector_cls = (
+        gym.vector.AsyncVectorEnv if config.vectorization == "async" else gym.vector.SyncVectorEnv
+    )
+    envs = vector_cls(
+        [make_one] * config.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    return envs, spec
 
 
 def _check_spaces(env: gym.Env, env_id: str) -> EnvSpec:

@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = trainer.run(run_dir, recorder, should_stop=lambda: stop.signum is not None)
     finally:
         recorder.close()
+        trainer.close()
         stop.ignore_further()
     if result.status == "interrupted":
         logger.info("checkpoint written at env step %d; continue with: "

@@ -27,7 +27,7 @@ from dqn_stable.agent import DQNAgent, UpdateInfo
 from dqn_stable.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dqn_stable.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from dqn_stable.diagnostics import RunningStats, UpdateWindow
-from dqn_stable.envs import make_env, restore_env, snapshot_env
+from dqn_stable.envs import make_env, make_vector_env, restore_env, snapshot_env
 from dqn_stable.evaluate import evaluate_policy
 from dqn_stable.networks import QNetwork
 from dqn_stable.recorder import Recorder, Tags, write_summary
@@ -73,7 +73,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         agent_seed, replay_seed = np.random.SeedSequence(config.seed).spawn(2)
 
-        self.env, spec = make_env(config.env)
+        self.vector = config.env.num_envs > 1
+        """Whether training collects with a vector env (``env.num_envs > 1``)."""
+        self.env, spec = make_vector_env(config.env) if self.vector else make_env(config.env)
         self.eval_env, _ = make_env(config.env)
         net = config.network
         network = QNetwork(
@@ -87,14 +89,13 @@ class Trainer:
             config.exploration.start, config.exploration.end, config.exploration.decay_steps
         )
 
-        self.obs, _ = self.env.reset(seed=config.seed)
+        self.obs, _ = self.env.reset(seed=config.seed)  # a vector env seeds copy i with seed + i
         self.env.action_space.seed(config.seed)
         self.env_step = 0
-        """Env steps taken so far."""
+        """Env steps taken so far (with a vector env, num_envs per vector step)."""
         self.episodes = 0
         """Training episodes finished so far."""
-        self.episode_return = 0.0
-        self.episode_length = 0
+        self.episode_return, self.episode_length = self._new_episode_counters()
         self.window = UpdateWindow()
         self.update_norm_stats = RunningStats()
         self.q_abs_max = 0.0
@@ -126,21 +127,27 @@ class Trainer:
         progress = _Progress(self.env_step, cfg.train.total_steps)
         try:
             while self.env_step < cfg.train.total_steps:
-                self._collect(recorder)
-                if self._is_update_step() and not self._train():
+                before = self.env_step
+                if self.vector:
+                    self._collect_vector(recorder)
+                else:
+                    self._collect(recorder)
+                rounds = self._update_rounds(before, self.env_step)
+                if rounds and not self._train(rounds):
                     logger.error(
                         "diverged at env step %d: non-finite loss or Q-value; stopping without "
                         "a checkpoint (the last good one, if any, is kept)", self.env_step,
                     )
                     return self._finish(run_dir, recorder, "diverged")
                 step = self.env_step
-                if step % cfg.train.log_every == 0 or step == cfg.train.total_steps:
+                last = step == cfg.train.total_steps
+                if _crossed(before, step, cfg.train.log_every) or last:
                     self._log(recorder)
-                if step % cfg.eval.every == 0 or step == cfg.train.total_steps:
+                if _crossed(before, step, cfg.eval.every) or last:
                     self._evaluate(recorder)
                     progress.evaluated(step, self.eval_curve[-1], self.last_episode)
                 progress.advance(step)
-                saved = step % cfg.checkpoint.every == 0 or step == cfg.train.total_steps
+                saved = _crossed(before, step, cfg.checkpoint.every) or last
                 if saved:
                     self.save(run_dir / CHECKPOINT)
                 if should_stop():
@@ -174,16 +181,53 @@ class Trainer:
             next_obs, _ = self.env.reset()
         self.obs = next_obs
 
-    def _is_update_step(self) -> bool:
-        train = self.config.train
-        return (
-            self.env_step >= self.config.replay.learning_starts
-            and self.env_step % train.train_every == 0
-        )
+    def _collect_vector(self, recorder: Recorder) -> None:
+        """One vector step: num_envs env steps, each copy with its own epsilon-greedy draw."""
+        if self.env_step < self.config.replay.learning_starts:
+            epsilon = 1.0
+        else:
+            epsilon = self.epsilon(self.env_step)
+        actions = self.agent.act_batch(self.obs, epsilon)
+        next_obs, rewards, terminated, truncated, info = self.env.step(actions)
+        ended = np.flatnonzero(np.logical_or(terminated, truncated))
+        # A copy whose episode ended was reset in this same step: next_obs holds the new episode's
+        # first observation, and the transition's true successor is in info["final_obs"].
+        successors = next_obs
+        if len(ended):
+            successors = next_obs.copy()
+            for i in ended:
+                successors[i] = info["final_obs"][i]
+        self.replay.add_batch(self.obs, actions, rewards, successors, terminated)
+        self.env_step += len(actions)
+        self.episode_return += rewards
+        self.episode_length += 1
+        for i in ended:
+            episode = (float(self.episode_return[i]), int(self.episode_length[i]))
+            recorder.episode(self.env_step, *episode)
+            self.last_episode = episode
+            self.episodes += 1
+            self.episode_return[i], self.episode_length[i] = 0.0, 0
+        self.obs = next_obs
 
-    def _train(self) -> bool:
-        """``train.gradient_steps`` gradient updates; False as soon as one is non-finite."""
-        for _ in range(self.config.train.gradient_steps):
+    def _new_episode_counters(self) -> tuple[Any, Any]:
+        """(return, length) of the episode(s) in progress at their start: one pair of numbers,
+        or with a vector env one array per counter."""
+        if self.vector:
+            n = self.config.env.num_envs
+            return np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.int64)
+        return 0.0, 0
+
+    def _update_rounds(self, before: int, after: int) -> int:
+        """Update rounds due for the env steps ``before + 1 .. after``: one per multiple of
+        ``train.train_every`` among them that is at least ``replay.learning_starts``."""
+        every = self.config.train.train_every
+        first = max(before, self.config.replay.learning_starts - 1)
+        return max(0, after // every - first // every)
+
+    def _train(self, rounds: int = 1) -> bool:
+        """``rounds`` times ``train.gradient_steps`` gradient updates; False as soon as one is
+        non-finite."""
+        for _ in range(rounds * self.config.train.gradient_steps):
             info = self.agent.update(self.replay.sample(self.config.replay.batch_size))
             if not _is_finite(info):
                 return False
@@ -231,6 +275,11 @@ class Trainer:
         write_summary(summary, run_dir / SUMMARY_FILE)
         return RunResult(status, summary)
 
+    def close(self) -> None:
+        """Close the training and evaluation envs (an async vector env's worker processes too)."""
+        self.env.close()
+        self.eval_env.close()
+
     # --- reporting --------------------------------------------------------------------------
 
     def wall_seconds(self) -> float:
@@ -267,14 +316,17 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """The whole training state: enough to continue exactly as if never stopped."""
-        env_snapshot = snapshot_env(self.env)
+        env_snapshot = None if self.vector else snapshot_env(self.env)
         if env_snapshot is None and not self._env_warned:
             self._env_warned = True
-            warnings.warn(
-                f"env {self.config.env.id} cannot be saved (its state does not pickle); a resumed "
-                "run restarts the episode in progress, so resume is not exact for it",
-                stacklevel=2,
-            )
+            if self.vector:
+                why = (f"runs as {self.config.env.num_envs} vector envs, which are not saved; a "
+                       "resumed run restarts their episodes in progress")
+            else:
+                why = ("cannot be saved (its state does not pickle); a resumed run restarts the "
+                       "episode in progress")
+            warnings.warn(f"env {self.config.env.id} {why}, so resume is not exact for it",
+                          stacklevel=2)
         return {
             "config": config_to_dict(self.config),
             "env_step": self.env_step,
@@ -332,7 +384,13 @@ class Trainer:
                 stacklevel=2,
             )
             self.obs, _ = self.env.reset(seed=self.config.seed + self.env_step)
-            self.episode_return, self.episode_length = 0.0, 0
+            self.episode_return, self.episode_length = self._new_episode_counters()
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in ``before + 1 .. after`` (for one env step: whether
+    ``after`` is a multiple)."""
+    return after // every > before // every
 
 
 def resolve_device(name: str) -> torch.device:

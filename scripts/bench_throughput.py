@@ -16,6 +16,9 @@ Settings:
   clip 10), against SB3 with ReLU, Polyak target, Adam (its defaults: Huber, max_grad_norm 10).
 * ``cleanrl``: CleanRL's dqn.py: one update every 10 env steps, batch 128, MLP 120-84, replay 1e4,
   hard target copy every 500 env steps, learning starts 10,000, Adam 2.5e-4, MSE.
+
+A last comparison runs ours against ours in the CleanRL setting: two CartPole copies in an async
+vector env (``env.num_envs: 2``, ``env.vectorization: async``) against one env.
 """
 
 from __future__ import annotations
@@ -78,24 +81,32 @@ def _ours_overrides(setting: str, mode: str, train_steps: int) -> list[str]:
     ]
 
 
-def _measure_ours(setting: str, mode: str, train_steps: int, run_dir: str) -> dict:
+def _measure_ours(
+    setting: str, mode: str, train_steps: int, run_dir: str, num_envs: int = 1
+) -> dict:
     from dqn_stable.config import Config, apply_overrides, config_from_dict
     from dqn_stable.trainer import Trainer
 
-    data = apply_overrides({}, _ours_overrides(setting, mode, train_steps))
-    config: Config = config_from_dict(data)
+    overrides = _ours_overrides(setting, mode, train_steps)
+    if num_envs > 1:
+        overrides += [f"env.num_envs={num_envs}", "env.vectorization=async"]
+    config: Config = config_from_dict(apply_overrides({}, overrides))
     trainer = Trainer(config)
+    # From the end of warm-up to the step before the last (which evaluates and checkpoints).
     start = SETTINGS[setting]["learning_starts"]
-    last = config.train.total_steps - 1
-    marks: dict[int, float] = {}
+    last = config.train.total_steps - num_envs
+    marks: dict[str, tuple[int, float]] = {}
 
-    def mark() -> bool:  # called once per env step, after that step's updates
-        if trainer.env_step in (start, last):
-            marks[trainer.env_step] = time.perf_counter()
+    def mark() -> bool:  # called once per (vector) env step, after that step's updates
+        for name, step in (("start", start), ("last", last)):
+            if name not in marks and trainer.env_step >= step:
+                marks[name] = (trainer.env_step, time.perf_counter())
         return False
 
     trainer.run(run_dir, should_stop=mark)
-    return {"sps": (last - start) / (marks[last] - marks[start])}
+    trainer.close()
+    (step0, t0), (step1, t1) = marks["start"], marks["last"]
+    return {"sps": (step1 - step0) / (t1 - t0)}
 
 
 def _measure_sb3(setting: str, train_steps: int) -> dict:
@@ -134,7 +145,8 @@ def _worker(spec: dict) -> None:
 
     torch.set_num_threads(1)
     if spec["impl"] == "ours":
-        result = _measure_ours(spec["setting"], spec["mode"], spec["train_steps"], spec["run_dir"])
+        result = _measure_ours(spec["setting"], spec["mode"], spec["train_steps"], spec["run_dir"],
+                               spec.get("num_envs", 1))
     else:
         result = _measure_sb3(spec["setting"], spec["train_steps"])
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -200,12 +212,41 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{setting:8s} {mode:8s} pair {r}: ours {ours['sps']:7.1f} env steps/s, "
                       f"SB3 {sb3['sps']:7.1f}, ratio {ours['sps'] / sb3['sps']:.2f}", flush=True)
             rows.append((setting, mode, pairs))
-    table = _table(rows, args)
+        vector_pairs = []  # ours with 2 async envs against ours with 1, CleanRL setting
+        for r in range(args.repeats):
+            common = {"impl": "ours", "setting": "cleanrl", "mode": "baseline",
+                      "train_steps": args.train_steps}
+            two = _spawn({**common, "num_envs": 2, "run_dir": f"{tmp}/vec2-{r}"}, args.tgelu_kernel)
+            one = _spawn({**common, "run_dir": f"{tmp}/vec1-{r}"}, args.tgelu_kernel)
+            vector_pairs.append((two, one))
+            print(f"cleanrl  2 async envs pair {r}: {two['sps']:7.1f} env steps/s, 1 env "
+                  f"{one['sps']:7.1f}, ratio {two['sps'] / one['sps']:.2f}", flush=True)
+    table = _table(rows, args) + _vector_table(vector_pairs)
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table)
     return 0
+
+
+def _vector_table(pairs) -> str:
+    two = [t["sps"] for t, _ in pairs]
+    one = [o["sps"] for _, o in pairs]
+    ratios = [t / o for t, o in zip(two, one, strict=True)]
+    return "\n".join([
+        "",
+        "## Vector collection: ours with 2 async CartPole envs against ours with 1",
+        "",
+        "CleanRL setting, ours in the baseline's mode; `env.num_envs: 2`, "
+        "`env.vectorization: async` (one process per env) against `env.num_envs: 1`.",
+        "",
+        "| 2 async envs, env steps/s per pair | 1 env, env steps/s per pair | ratio per pair | "
+        "median ratio |",
+        "|---|---|---|---:|",
+        f"| {', '.join(f'{v:.0f}' for v in two)} | {', '.join(f'{v:.0f}' for v in one)} | "
+        f"{', '.join(f'{v:.2f}' for v in ratios)} | {statistics.median(ratios):.2f} |",
+        "",
+    ])
 
 
 def _table(rows, args) -> str:

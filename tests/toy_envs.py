@@ -72,10 +72,41 @@ class UnpicklableEnv(CounterEnv):
         return self._obs(), {}
 
 
+class EpisodeTagEnv(gym.Env):
+    """Observation [tag, t, 1] at step t of an episode, where tag = 1000 * (the seed of the first
+    reset) + the episode's index, so a stored transition shows which episode each of its ends is
+    from. The k-th episode terminates after 3 + k % 4 steps; with a time limit below that it is
+    truncated instead. Reward t."""
+
+    def __init__(self) -> None:
+        self.observation_space = spaces.Box(-1e9, 1e9, shape=(3,), dtype=np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.base = 0
+        self.episode = -1
+        self.t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.base + self.episode, self.t, 1.0], dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.base, self.episode = 1000 * seed, -1
+        self.episode += 1
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.t >= 3 + self.episode % 4
+        return self._obs(), float(self.t), terminated, False, {}
+
+
 for _id, _entry_point in [
     ("Counter-v0", CounterEnv),
     ("HugeReward-v0", HugeRewardEnv),
     ("Unpicklable-v0", UnpicklableEnv),
+    ("EpisodeTag-v0", EpisodeTagEnv),
 ]:
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_entry_point)
