@@ -153,6 +153,11 @@ class DQNAgent:
         self.num_updates = 0
         """Gradient updates made so far."""
         self._groups = parameter_groups(network)
+        self._params = [p for group in self._groups.values() for p in group]
+        self._target_params = (
+            None if self.target_network is None
+            else [p for group in parameter_groups(self.target_network).values() for p in group]
+        )
         head_name = next(name for name, mod in network.named_modules() if mod is network.head)
         self._head_index = list(self._groups).index(head_name)
 
@@ -207,17 +212,16 @@ class DQNAgent:
             grads[self._head_index], output_grad_norm, cfg.output_clip
         )
         if cfg.global_clip is not None:
-            clip_global_grad_(self.network.parameters(), cfg.global_clip)
+            clip_global_grad_(self._params, cfg.global_clip)
         self.optimizer.step()
         self.num_updates += 1
         self._update_target()
 
         with torch.no_grad():
             update_norms = group_norms([
-                [p.detach() - b for p, b in zip(group, old, strict=True)]
-                for group, old in zip(groups, before, strict=True)
+                torch._foreach_sub(group, old) for group, old in zip(groups, before, strict=True)
             ])
-            param_norm = group_norms([[p.detach() for p in self.network.parameters()]])
+            param_norm = group_norms([self._params])
             q_abs = out.q_values.detach().abs()
             q_taken = out.q_values.detach().gather(1, batch.actions.unsqueeze(1))
             scalars = torch.stack([
@@ -240,12 +244,10 @@ class DQNAgent:
         if self.target_network is None or self.num_updates % self.config.target_update_every:
             return
         with torch.no_grad():
-            pairs = zip(self.target_network.parameters(), self.network.parameters(), strict=True)
-            for target, online in pairs:
-                if self.config.target == "hard":
-                    target.copy_(online)
-                else:
-                    target.lerp_(online, self.config.polyak_tau)
+            if self.config.target == "hard":
+                torch._foreach_copy_(self._target_params, self._params)
+            else:
+                torch._foreach_lerp_(self._target_params, self._params, self.config.polyak_tau)
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: networks, optimizer, counters, RNG state."""

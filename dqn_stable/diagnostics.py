@@ -27,13 +27,19 @@ def parameter_groups(module: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 def group_norms(groups: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
     """The L2 norm of each group of tensors taken as one vector, as a 1-D tensor (one entry per
-    group, 0.0 for an empty group)."""
-    return torch.stack([
-        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in group]))
-        if group
-        else torch.zeros(())
-        for group in groups
-    ])
+    group, 0.0 for an empty group): the norm of the group's per-tensor norms."""
+    flat = [t for group in groups for t in group]
+    if not flat:
+        return torch.zeros(len(groups))
+    norms = torch._foreach_norm(flat)  # one call for every tensor; same values as vector_norm
+    out, start = [], 0
+    for group in groups:
+        if group:
+            out.append(torch.linalg.vector_norm(torch.stack(norms[start:start + len(group)])))
+            start += len(group)
+        else:
+            out.append(torch.zeros((), device=flat[0].device))
+    return torch.stack(out)
 
 
 class RunningStats:
