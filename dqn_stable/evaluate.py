@@ -64,21 +64,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None,
                         help="env and exploration seed (default: the run's evaluation seed)")
     parser.add_argument("--epsilon", type=float, default=0.0, help="exploration (default 0)")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, cuda:N or auto (default: the run's own device)")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     if not 0.0 <= args.epsilon <= 1.0:
         parser.error(f"--epsilon must be in [0, 1], got {args.epsilon}")
     try:
-        trainer = load_run(args.run_dir)
+        trainer = load_run(args.run_dir, device=args.device)
     except (RunDirError, ConfigError, CheckpointError, EnvError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cfg = trainer.config
     seed = args.seed if args.seed is not None else cfg.seed + cfg.eval.seed_offset
-    returns = evaluate_policy(
-        trainer.agent, trainer.eval_env, args.episodes, seed=seed, epsilon=args.epsilon
-    )
+    try:
+        returns = evaluate_policy(
+            trainer.agent, trainer.eval_env, args.episodes, seed=seed, epsilon=args.epsilon
+        )
+    finally:
+        trainer.close()
     print(json.dumps({
         "run_dir": str(args.run_dir),
         "env_id": cfg.env.id,

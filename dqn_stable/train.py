@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -40,8 +41,11 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._pid = os.getpid()
 
     def __call__(self, signum: int, frame) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked async env worker: the run's own process stops it
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum

@@ -73,14 +73,19 @@ class Trainer:
         torch.manual_seed(config.seed)
         agent_seed, replay_seed = np.random.SeedSequence(config.seed).spawn(2)
 
+        device = resolve_device(config.device)  # before any env: a bad device costs nothing
         self.vector = config.env.num_envs > 1
         """Whether training collects with a vector env (``env.num_envs > 1``)."""
         self.env, spec = make_vector_env(config.env) if self.vector else make_env(config.env)
-        self.eval_env, _ = make_env(config.env)
+        try:
+            self.eval_env, _ = make_env(config.env)
+        except BaseException:
+            self.env.close()  # an async vector env's workers must not outlive a failed start
+            raise
         net = config.network
         network = QNetwork(
             spec.obs_shape, spec.num_actions, net.hidden, net.activation, net.tgelu_range
-        ).to(resolve_device(config.device))  # initialised on CPU: same weights on every device
+        ).to(device)  # initialised on CPU: same weights on every device
         self.agent = DQNAgent(network, config.agent, config.optimizer, seed=agent_seed)
         self.replay = ReplayBuffer(
             config.replay.capacity, spec.obs_shape, spec.obs_dtype, seed=replay_seed
@@ -353,8 +358,13 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Filled with today's defaults, so that a key added since the checkpoint was written
-        # (at its default) does not count as a different config.
-        if config_to_dict(config_from_dict(state["config"])) != config_to_dict(self.config):
+        # (at its default) does not count as a different config. The device is not part of the
+        # run: a run may continue on another machine (checkpoints load to CPU memory first).
+        saved = config_to_dict(config_from_dict(state["config"]))
+        current = config_to_dict(self.config)
+        saved.pop("device")
+        current.pop("device")
+        if saved != current:
             raise ValueError("it was written with a different config")
         self.env_step = state["env_step"]
         self.episodes = state["episodes"]
@@ -378,11 +388,13 @@ class Trainer:
             self.episode_return = state["episode_return"]
             self.episode_length = state["episode_length"]
         else:
-            warnings.warn(
-                f"env {self.config.env.id} could not be saved; restarting the episode that was in "
-                f"progress at env step {self.env_step}",
-                stacklevel=2,
-            )
+            if self.vector:
+                message = (f"the {self.config.env.num_envs} vector envs are not saved; restarting "
+                           f"the episodes that were in progress at env step {self.env_step}")
+            else:
+                message = (f"env {self.config.env.id} could not be saved; restarting the episode "
+                           f"that was in progress at env step {self.env_step}")
+            warnings.warn(message, stacklevel=2)
             self.obs, _ = self.env.reset(seed=self.config.seed + self.env_step)
             self.episode_return, self.episode_length = self._new_episode_counters()
 
@@ -413,21 +425,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_run(run_dir: str | Path) -> Trainer:
-    """A :class:`Trainer` restored from ``run_dir``'s config and latest checkpoint."""
+def load_run(run_dir: str | Path, device: str | None = None) -> Trainer:
+    """A :class:`Trainer` restored from ``run_dir``'s config and latest checkpoint; ``device``
+    (a config ``device`` value) replaces the run's, e.g. to evaluate a CUDA run on a CPU."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"run directory not found: {run_dir}")
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunDirError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
-    trainer = Trainer(load_config(run_dir / CONFIG_FILE))
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    overrides = [] if device is None else [f"device={device}"]
+    trainer = Trainer(load_config(run_dir / CONFIG_FILE, overrides))
     try:
+        state = load_checkpoint(run_dir / CHECKPOINT)
         trainer.load_state_dict(state)
     except (KeyError, TypeError, ValueError) as exc:
+        trainer.close()
+        if isinstance(exc, CheckpointError):
+            raise
         raise CheckpointError(
             f"checkpoint {run_dir / CHECKPOINT} does not fit {run_dir / CONFIG_FILE}: {exc}"
         ) from None
+    except BaseException:
+        trainer.close()
+        raise
     return trainer
 
 

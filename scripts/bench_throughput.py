@@ -15,7 +15,8 @@ Settings:
   SGD) and in the baseline's mode (ReLU, Polyak target tau 0.005 every update, Adam, Huber, global
   clip 10), against SB3 with ReLU, Polyak target, Adam (its defaults: Huber, max_grad_norm 10).
 * ``cleanrl``: CleanRL's dqn.py: one update every 10 env steps, batch 128, MLP 120-84, replay 1e4,
-  hard target copy every 500 env steps, learning starts 10,000, Adam 2.5e-4, MSE.
+  hard target copy every 500 env steps, learning starts 10,000, Adam 2.5e-4; loss and gradient
+  clip as SB3 has them (Huber, max_grad_norm 10, which SB3 always applies) on both sides.
 
 A last comparison runs ours against ours in the CleanRL setting: two CartPole copies in an async
 vector env (``env.num_envs: 2``, ``env.vectorization: async``) against one env.
@@ -73,8 +74,8 @@ def _ours_overrides(setting: str, mode: str, train_steps: int) -> list[str]:
         target = ["agent.target=polyak", "agent.polyak_tau=0.005", "agent.target_update_every=1",
                   "agent.loss=huber", "agent.global_clip=10.0"]
     else:  # CleanRL: a hard copy every 500 env steps = every 50 updates at one per 10 env steps
-        target = ["agent.target=hard", "agent.target_update_every=50", "agent.loss=mse",
-                  "agent.global_clip=null"]
+        target = ["agent.target=hard", "agent.target_update_every=50", "agent.loss=huber",
+                  "agent.global_clip=10.0"]
     return [
         *common, *target, "network.activation=relu", "agent.output_clip=null",
         "optimizer.name=adam", f"optimizer.lr={s['lr']}",
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"run ours with the compiled tGELU kernel ({KERNEL_ENV}=1)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.train_steps < 2 or args.train_steps % 2:
+        parser.error(f"--train-steps must be even and >= 2 (the 2-env run steps in pairs), "
+                     f"got {args.train_steps}")
     if args.worker:
         _worker(json.loads(args.worker))
         return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import TESTS_DIR, TINY, tiny_data, write_yaml
 
 from dqn_stable import evaluate, train
@@ -303,6 +305,24 @@ def test_evaluate_replays_the_runs_final_evaluation(finished_run, capsys):
     result = evaluate_json(capsys, run_dir, "--episodes", "2", "--seed", 3 + 10_000 + 1250)
     assert result["returns"] == final["returns"]
     assert evaluate_json(capsys, run_dir, "--episodes", "1")["seed"] == 3 + 10_000
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_evaluate_a_cuda_run_on_a_cpu_with_device_cpu(finished_run, capsys, tmp_path):
+    """A run whose config says cuda (trained elsewhere) is refused as it is, and evaluates with
+    --device cpu to the same returns: the device is not part of the run."""
+    run_dir = tmp_path / "cuda_run"
+    shutil.copytree(finished_run[0], run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["device"] = "cuda"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    capsys.readouterr()
+    assert evaluate.main([str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "device = 'cuda': this machine has no CUDA device" in err
+    on_cpu = evaluate_json(capsys, run_dir, "--episodes", "2", "--seed", 7, "--device", "cpu")
+    original = evaluate_json(capsys, finished_run[0], "--episodes", "2", "--seed", 7)
+    assert on_cpu["returns"] == original["returns"]
 
 
 def test_evaluate_refuses_zero_episodes(finished_run, capsys):

@@ -66,9 +66,8 @@ def test_kernel_special_values(kernel):
     torch.testing.assert_close(grad[finite], grad_torch[finite], rtol=0.0, atol=3e-7)
 
 
-def test_kernel_is_off_by_default_and_only_takes_float32_cpu(kernel):
+def test_kernel_only_takes_float32_cpu_and_stays_once_differentiable(kernel):
     x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
-    assert activations._kernel_for(x) is None  # off unless asked
     use_tgelu_kernel(True)
     try:
         assert activations._kernel_for(x) is not None
@@ -101,8 +100,39 @@ def test_env_variable_without_a_usable_kernel_warns_once_and_falls_back(monkeypa
         tgelu(x)  # decided once: no second warning
 
 
-def test_env_variable_unset_means_torch_path(monkeypatch):
+@pytest.mark.parametrize("value", [None, "", "0", "false", "No", "off"])
+def test_kernel_is_off_unless_the_env_variable_turns_it_on(monkeypatch, value):
     monkeypatch.setattr(activations, "_use_kernel", None)
-    monkeypatch.delenv(activations.KERNEL_ENV, raising=False)
-    tgelu(torch.zeros(3))
+    if value is None:
+        monkeypatch.delenv(activations.KERNEL_ENV, raising=False)
+    else:
+        monkeypatch.setenv(activations.KERNEL_ENV, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tgelu(torch.zeros(3))
+    assert activations._use_kernel is False
+
+
+def test_env_variable_neither_on_nor_off_warns_and_stays_off(monkeypatch):
+    monkeypatch.setattr(activations, "_use_kernel", None)
+    monkeypatch.setenv(activations.KERNEL_ENV, "maybe")
+    with pytest.warns(UserWarning, match="DQN_STABLE_TGELU_KERNEL='maybe' is neither 1 nor 0"):
+        tgelu(torch.zeros(3))
+    assert activations._use_kernel is False
+
+
+def test_build_failure_is_one_line(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def fail(**_kwargs):
+        raise RuntimeError("Error building extension 'dqn_stable_tgelu':\n[1/2] c++ ...\n"
+                           "tgelu.cpp:1:10: fatal error: immintrin.h: No such file\n")
+
+    monkeypatch.setattr(activations, "_kernel_module", None)
+    monkeypatch.setattr(activations, "_use_kernel", False)
+    monkeypatch.setattr(cpp_extension, "load", fail)
+    with pytest.raises(RuntimeError) as info:
+        use_tgelu_kernel(True)
+    assert str(info.value) == ("could not build the tGELU kernel (tgelu.cpp:1:10: fatal error: "
+                               "immintrin.h: No such file)")
     assert activations._use_kernel is False

@@ -1,5 +1,7 @@
 """Collection with Gymnasium vector envs (``env.num_envs > 1``, sync and async)."""
 
+import multiprocessing
+
 import numpy as np
 import pytest
 import torch
@@ -95,13 +97,21 @@ def test_vector_run_resumes_with_fresh_episodes(tmp_path):
         first.run(run_dir, should_stop=lambda: first.env_step >= 200)
     first.close()
     assert (run_dir / CHECKPOINT).is_file()
-    with pytest.warns(UserWarning, match="restarting the episode that was in progress"):
+    with pytest.warns(UserWarning, match="the 2 vector envs are not saved; restarting the "
+                                         "episodes that were in progress at env step 200"):
         resumed = load_run(run_dir)
     assert resumed.env_step == 200
     assert list(resumed.episode_length) == [0, 0]
     assert resumed.run(run_dir).status == "finished"
     resumed.close()
     assert resumed.env_step == 400
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_bad_device_fails_before_any_async_worker_starts():
+    with pytest.raises(ConfigError, match="device = 'cuda': this machine has no CUDA"):
+        Trainer(config_from_dict({**vector_data(2, "async"), "device": "cuda"}))
+    assert multiprocessing.active_children() == []
 
 
 def test_total_steps_must_be_a_multiple_of_num_envs():

@@ -117,7 +117,7 @@ std::vector<torch::Tensor> value_and_slope(torch::Tensor x, double tl, double tr
         for (int64_t k = 0; k < m; ++k) in[k] = xp[i + k];
         block(c, _mm256_load_ps(in), &yv, &sv, with_slope);
         _mm256_store_ps(out, yv);
-        _mm256_store_ps(out_slope, sv);
+        if (with_slope) _mm256_store_ps(out_slope, sv);
         for (int64_t k = 0; k < m; ++k) {
           yp[i + k] = out[k];
           if (with_slope) sp[i + k] = out_slope[k];
@@ -129,31 +129,8 @@ std::vector<torch::Tensor> value_and_slope(torch::Tensor x, double tl, double tr
   return {y};
 }
 
-class TGELUFunction : public torch::autograd::Function<TGELUFunction> {
- public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, double tl,
-                               double tr, double right, double left) {
-    auto out = value_and_slope(x, tl, tr, right, left, true);
-    ctx->save_for_backward({out[1]});
-    return out[0];
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad) {
-    auto slope = ctx->get_saved_variables()[0];
-    return {grad[0] * slope, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
-  }
-};
-
-torch::Tensor tgelu(torch::Tensor x, double tl, double tr, double right, double left) {
-  if (torch::GradMode::is_enabled() && x.requires_grad()) {
-    return TGELUFunction::apply(x, tl, tr, right, left);
-  }
-  return value_and_slope(x, tl, tr, right, left, false)[0];
-}
-
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("value_and_slope", &value_and_slope, "tGELU value (and slope) of a float32 CPU tensor");
-  m.def("tgelu", &tgelu, "tGELU of a float32 CPU tensor, differentiable once");
 }
