@@ -63,6 +63,21 @@ def time_forward_backward(module: nn.Module, x: torch.Tensor, repeats: int) -> f
     return statistics.median(samples)
 
 
+def median_times(
+    modules: dict[str, nn.Module], x: torch.Tensor, repeats: int, rounds: int = 5
+) -> dict[str, float]:
+    """Median seconds per forward+backward for each module, over ``repeats`` calls in all.
+
+    The calls run in ``rounds`` interleaved rounds so that drift in machine load affects every
+    module alike; the result is the median of the rounds' medians.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in modules}
+    for _ in range(rounds):
+        for name, module in modules.items():
+            samples[name].append(time_forward_backward(module, x, repeats // rounds))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
@@ -81,17 +96,12 @@ def main() -> None:
         modules["TGELU kernel"] = KernelTGELU()
     except RuntimeError as err:
         print(f"(no kernel row: {err})")
-    # Interleave rounds so that drift in machine load affects every module alike.
-    rounds: dict[str, list[float]] = {name: [] for name in modules}
-    for _ in range(5):
-        for name, module in modules.items():
-            rounds[name].append(time_forward_backward(module, x, args.repeats // 5))
-    gelu = statistics.median(rounds["nn.GELU"])
+    medians = median_times(modules, x, args.repeats)
+    gelu = medians["nn.GELU"]
     print(f"forward+backward on a ({args.batch}, {args.width}) float32 batch, "
           f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} calls")
     print(f"{'module':<12} {'us/call':>9} {'x nn.GELU':>10}")
-    for name, samples in rounds.items():
-        median = statistics.median(samples)
+    for name, median in medians.items():
         print(f"{name:<12} {median * 1e6:>9.1f} {median / gelu:>10.2f}")
 
 

@@ -49,6 +49,8 @@ SETTINGS = {
     },
 }
 
+TGELU_REPEATS = 5000  # forward+backward calls per module in the tGELU timing
+
 # (setting, ours mode, SB3 counterpart)
 PAIRS = [("paper", "method"), ("paper", "baseline"), ("cleanrl", "baseline")]
 
@@ -141,11 +143,31 @@ def _measure_sb3(setting: str, train_steps: int) -> dict:
     return {"sps": (last - start) / (marks[last] - marks[start])}
 
 
+def _measure_tgelu(repeats: int, kernel: bool) -> dict:
+    """Median seconds per forward+backward of nn.GELU and of tGELU on a (256, 128) float32 batch
+    (``scripts/bench_tgelu.py``'s timing), with the compiled kernel's row when ``kernel``."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_tgelu import KernelTGELU, median_times
+
+    from dqn_stable import TGELU
+
+    torch.manual_seed(0)
+    x = (torch.randn(256, 128) * 2.0).requires_grad_()
+    modules = {"nn.GELU": torch.nn.GELU(), "TGELU": TGELU()}
+    if kernel:
+        modules["TGELU kernel"] = KernelTGELU()
+    return {"seconds": median_times(modules, x, repeats)}
+
+
 def _worker(spec: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
-    if spec["impl"] == "ours":
+    if spec["impl"] == "tgelu":
+        result = _measure_tgelu(spec["repeats"], spec["kernel"])
+    elif spec["impl"] == "ours":
         result = _measure_ours(spec["setting"], spec["mode"], spec["train_steps"], spec["run_dir"],
                                spec.get("num_envs", 1))
     else:
@@ -203,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --tgelu-kernel: {err}", file=sys.stderr)
             return 2
 
+    # The tGELU timing has a kernel row whenever the kernel builds here (built now, untimed).
+    kernel_row = args.tgelu_kernel or _kernel_builds()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for setting, mode in PAIRS:
@@ -225,12 +249,81 @@ def main(argv: list[str] | None = None) -> int:
             vector_pairs.append((two, one))
             print(f"cleanrl  2 async envs pair {r}: {two['sps']:7.1f} env steps/s, 1 env "
                   f"{one['sps']:7.1f}, ratio {two['sps'] / one['sps']:.2f}", flush=True)
-    table = _table(rows, args) + _vector_table(vector_pairs)
+    tgelu = _spawn({"impl": "tgelu", "repeats": TGELU_REPEATS, "kernel": kernel_row})["seconds"]
+    table = (_table(rows, args) + _vector_table(vector_pairs) + _tgelu_table(tgelu)
+             + _targets_table(rows, vector_pairs, tgelu))
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table)
     return 0
+
+
+def _kernel_builds() -> bool:
+    from dqn_stable.activations import use_tgelu_kernel
+
+    try:
+        use_tgelu_kernel(True)
+    except RuntimeError as err:
+        print(f"(no tGELU kernel row: {err})", flush=True)
+        return False
+    use_tgelu_kernel(False)
+    return True
+
+
+def _tgelu_table(seconds: dict[str, float]) -> str:
+    gelu = seconds["nn.GELU"]
+    lines = [
+        "",
+        "## tGELU forward+backward against nn.GELU",
+        "",
+        f"A (256, 128) float32 batch, 1 torch thread, median of {TGELU_REPEATS} calls in 5 "
+        "interleaved rounds (`scripts/bench_tgelu.py`'s timing). `TGELU` is the default path "
+        "(torch operations); `TGELU kernel` the opt-in compiled one (`DQN_STABLE_TGELU_KERNEL=1`).",
+        "",
+        "| module | us per forward+backward | x nn.GELU |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {t * 1e6:.1f} | {t / gelu:.2f} |" for name, t in seconds.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _targets_table(rows, vector_pairs, tgelu: dict[str, float]) -> str:
+    """Issue 5's targets against what this invocation measured."""
+    def median_ratio(setting: str, mode: str) -> float:
+        for row_setting, row_mode, pairs in rows:
+            if (row_setting, row_mode) == (setting, mode):
+                return statistics.median(o["sps"] / s["sps"] for o, s in pairs)
+        raise KeyError((setting, mode))
+
+    # Replay 1e6 is the paper setting; the peak over every such process of each side.
+    paper = [pairs for setting, _, pairs in rows if setting == "paper"]
+    rss_ours = max(o["peak_rss_mb"] for pairs in paper for o, _ in pairs)
+    rss_sb3 = max(s["peak_rss_mb"] for pairs in paper for _, s in pairs)
+    vector = statistics.median(t["sps"] / o["sps"] for t, o in vector_pairs)
+    gelu = tgelu["nn.GELU"]
+    measured = [
+        ("paper setting, method mode vs SB3: env steps/s ratio >= 3",
+         median_ratio("paper", "method"), 3.0, ">="),
+        ("paper setting, baseline mode vs SB3: env steps/s ratio >= 2",
+         median_ratio("paper", "baseline"), 2.0, ">="),
+        ("CleanRL setting vs SB3: env steps/s ratio >= 2",
+         median_ratio("cleanrl", "baseline"), 2.0, ">="),
+        ("tGELU (default path) forward+backward <= 1.3x nn.GELU", tgelu["TGELU"] / gelu, 1.3, "<="),
+    ]
+    if "TGELU kernel" in tgelu:
+        measured.append(("tGELU (compiled kernel) forward+backward <= 1.3x nn.GELU",
+                         tgelu["TGELU kernel"] / gelu, 1.3, "<="))
+    measured += [
+        ("replay-1e6 run: peak RSS ours / SB3 <= 1", rss_ours / rss_sb3, 1.0, "<="),
+        ("CleanRL setting: 2 async envs / 1 env, env steps/s >= 1.5", vector, 1.5, ">="),
+    ]
+    lines = ["", "## Targets (issue 5)", "", "| target | measured (median ratio) | met |",
+             "|---|---:|---|"]
+    for name, value, bound, op in measured:
+        met = value >= bound if op == ">=" else value <= bound
+        lines.append(f"| {name} | {value:.2f} | {'yes' if met else 'no'} |")
+    return "\n".join(lines) + "\n"
 
 
 def _vector_table(pairs) -> str:
