@@ -6,7 +6,7 @@ bootstraps from the online network itself.
 
 from dqn_stable.activations import TGELU, tgelu
 from dqn_stable.agent import DQNAgent, td_loss, td_target
-from dqn_stable.clipping import clip_output_grad_
+from dqn_stable.clipping import OutputGradClip, clip_output_grad_
 from dqn_stable.config import Config, ConfigError, load_config
 from dqn_stable.networks import QNetwork
 from dqn_stable.replay import ReplayBuffer
@@ -18,6 +18,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DQNAgent",
+    "OutputGradClip",
     "QNetwork",
     "ReplayBuffer",
     "clip_output_grad_",

@@ -1,15 +1,21 @@
-"""Gradient clipping: the paper's output-layer rule, and global-norm clipping for baselines."""
+"""Gradient clipping: the paper's output-layer rule, and global-norm clipping for baselines.
+
+The rule is not specific to RL: :class:`OutputGradClip` applies it before every step of any torch
+optimizer, so a plain supervised training loop needs one extra line.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+import math
 
 import torch
 from torch import nn
 
 from dqn_stable.diagnostics import group_norms
 
-__all__ = ["clip_global_grad_", "clip_output_grad_", "rescale_to_norm_"]
+__all__ = ["OutputGradClip", "clip_global_grad_", "clip_output_grad_", "rescale_to_norm_"]
 
 
 def clip_output_grad_(layer: nn.Module, max_norm: float) -> float:
@@ -47,3 +53,46 @@ def clip_global_grad_(parameters: Iterable[nn.Parameter], max_norm: float) -> fl
     if not max_norm > 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm}")
     return float(nn.utils.clip_grad_norm_(parameters, max_norm))
+
+
+class OutputGradClip:
+    """The output-layer rule on every step of ``optimizer``: before each ``optimizer.step()``,
+    ``layer``'s gradient (weight and bias as one vector) is rescaled to L2 norm at most
+    ``max_norm``; every other parameter keeps its plain gradient. Works with any optimizer::
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        OutputGradClip(optimizer, model.get_submodule("head"), max_norm=1.0)
+        # ... the usual loop: zero_grad(), loss.backward(), optimizer.step()
+
+    It is an optimizer step pre-hook; :meth:`remove` takes it off. ``last_norm`` is the norm
+    before clipping at the latest step (None before the first), ``steps`` and ``clipped_steps``
+    count optimizer steps seen and those that rescaled.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, layer: nn.Module, max_norm: float) -> None:
+        if (isinstance(max_norm, bool) or not isinstance(max_norm, (int, float))
+                or not (math.isfinite(max_norm) and max_norm > 0)):
+            raise ValueError(f"max_norm must be a finite number > 0, got {max_norm!r}")
+        params = list(layer.parameters())
+        if not params:
+            raise ValueError(f"{type(layer).__name__} has no parameters to clip; pass the output "
+                             "layer (an nn.Linear, say)")
+        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if not all(id(p) in optimized for p in params):
+            raise ValueError("the layer's parameters are not (all) in this optimizer; pass the "
+                             "output layer of the model whose parameters the optimizer updates")
+        self.layer = layer
+        self.max_norm = float(max_norm)
+        self.last_norm: float | None = None
+        self.steps = 0
+        self.clipped_steps = 0
+        self._handle = optimizer.register_step_pre_hook(self._before_step)
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        self.last_norm = clip_output_grad_(self.layer, self.max_norm)
+        self.steps += 1
+        self.clipped_steps += self.last_norm > self.max_norm
+
+    def remove(self) -> None:
+        """Stop clipping: later steps use the plain gradient everywhere."""
+        self._handle.remove()

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from dqn_stable.clipping import clip_global_grad_, clip_output_grad_
+from dqn_stable.clipping import OutputGradClip, clip_global_grad_, clip_output_grad_
 
 
 def net_with_grads(head_weight_grad, head_bias_grad):
@@ -47,3 +47,97 @@ def test_global_clip_returns_norm_before_clipping():
     assert clip_global_grad_(net.parameters(), 1.0) == pytest.approx(total.item(), rel=1e-6)
     after = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in net.parameters()]))
     assert after.item() == pytest.approx(1.0, rel=1e-5)
+
+
+# OutputGradClip: the rule as an optimizer step pre-hook, for any training loop.
+
+
+def mlp(seed=0):
+    from dqn_stable import TGELU
+
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), TGELU(), nn.Linear(8, 8), TGELU(), nn.Linear(8, 3))
+
+
+def backward_big_loss(model, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(16, 4, generator=gen), torch.randn(16, 3, generator=gen) * 50.0
+    model.zero_grad(set_to_none=True)
+    nn.functional.mse_loss(model(x), y).backward()  # targets far off: a head gradient norm >> 1
+
+
+def test_sgd_step_clips_the_output_layer_and_leaves_the_others_plain():
+    model, lr, max_norm = mlp(), 0.1, 1.0
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    hook = OutputGradClip(optimizer, model[4], max_norm)
+    backward_big_loss(model)
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    head_norm = torch.linalg.vector_norm(torch.cat([grads["4.weight"].flatten(), grads["4.bias"]]))
+    assert head_norm > 10.0
+    optimizer.step()
+
+    scale = max_norm / head_norm.item()
+    for name, p in model.named_parameters():
+        g = grads[name].mul_(scale) if name.startswith("4.") else grads[name]
+        assert torch.equal(p.detach(), before[name].add(g, alpha=-lr)), name
+    assert hook.last_norm == pytest.approx(head_norm.item(), rel=1e-6)
+    assert (hook.steps, hook.clipped_steps) == (1, 1)
+    clipped = torch.cat([model[4].weight.grad.flatten(), model[4].bias.grad])
+    assert torch.linalg.vector_norm(clipped).item() == pytest.approx(max_norm, rel=1e-6)
+
+
+def test_adam_with_the_hook_equals_adam_after_manual_clipping():
+    hooked, manual, plain = mlp(), mlp(), mlp()  # plain: Adam without the rule
+    opt_hooked = torch.optim.Adam(hooked.parameters(), lr=1e-2)
+    opt_manual = torch.optim.Adam(manual.parameters(), lr=1e-2)
+    opt_plain = torch.optim.Adam(plain.parameters(), lr=1e-2)
+    hook = OutputGradClip(opt_hooked, hooked[4], 1.0)
+    for step in range(5):
+        backward_big_loss(hooked, seed=step)
+        backward_big_loss(manual, seed=step)
+        backward_big_loss(plain, seed=step)
+        raw = [p.grad.clone() for p in hooked.parameters()]
+        clip_output_grad_(manual[4], 1.0)
+        opt_hooked.step()
+        opt_manual.step()
+        opt_plain.step()
+        # Adam stepped on the clipped head gradient and on every other gradient as it was.
+        for (name, p), g, m in zip(hooked.named_parameters(), raw, manual.parameters(),
+                                   strict=True):
+            assert torch.equal(p.grad, m.grad)
+            assert torch.equal(p.grad, g) != name.startswith("4."), name
+    for p, q, r in zip(hooked.parameters(), manual.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(p, q)
+        assert not torch.equal(p, r)  # the rule changed the run
+    assert (hook.steps, hook.clipped_steps) == (5, 5)
+
+
+def test_small_gradients_pass_untouched_and_remove_stops_the_hook():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    hook = OutputGradClip(optimizer, model[4], 1e6)
+    backward_big_loss(model)
+    grad = model[4].weight.grad.clone()
+    optimizer.step()
+    assert torch.equal(model[4].weight.grad, grad)
+    assert (hook.steps, hook.clipped_steps) == (1, 0)
+    hook.remove()
+    optimizer.step()
+    assert hook.steps == 1
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "1", True])
+def test_output_grad_clip_refuses_a_bad_max_norm(bad):
+    model = mlp()
+    with pytest.raises(ValueError, match="max_norm must be a finite number > 0"):
+        OutputGradClip(torch.optim.SGD(model.parameters(), lr=0.1), model[4], bad)
+
+
+def test_output_grad_clip_refuses_a_layer_the_optimizer_does_not_update():
+    model, other = mlp(), mlp(seed=1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="not \\(all\\) in this optimizer"):
+        OutputGradClip(optimizer, other[4], 1.0)
+    with pytest.raises(ValueError, match="TGELU has no parameters"):
+        OutputGradClip(optimizer, model[1], 1.0)
