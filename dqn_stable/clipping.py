@@ -6,9 +6,8 @@ optimizer, so a plain supervised training loop needs one extra line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 import math
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
