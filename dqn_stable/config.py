@@ -26,6 +26,7 @@ import yaml
 
 __all__ = [
     "AgentConfig",
+    "AtariConfig",
     "CheckpointConfig",
     "Config",
     "ConfigError",
@@ -41,6 +42,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "dump_config",
+    "is_ale_id",
     "load_config",
     "parse_overrides",
     "validate",
@@ -48,11 +50,42 @@ __all__ = [
 
 
 @dataclass(frozen=True, kw_only=True)
+class AtariConfig:
+    """Preprocessing of ALE ids ('ALE/Pong-v5'): Gymnasium's ``AtariPreprocessing`` (frame skip
+    with max-pooling of the last two frames, grayscale, square resize, random no-ops at reset),
+    plus the two training-only signals of Mnih et al. (2015). Only for ALE ids; every other id
+    must leave this section at its defaults."""
+
+    frame_skip: int = 4
+    """Emulator frames per env step (the action repeats; the last two frames are max-pooled).
+    Every env-step count in the config (train.total_steps, ...) counts these agent steps."""
+    screen_size: int = 84
+    """Side of the square grayscale frame, in pixels."""
+    noop_max: int = 30
+    """Up to this many no-op actions (a uniform draw from 1..noop_max) after each new game; 0
+    disables."""
+    terminal_on_life_loss: bool = False
+    """Training env only: a lost life ends the episode (terminated, so the TD target does not
+    bootstrap across it) and the next reset continues the same game with a no-op step. Training
+    episodes (charts/episodic_return) are then single lives; evaluation plays whole games."""
+    clip_rewards: bool = False
+    """Training env only: rewards clipped to [-1, 1] (their sign, as ALE rewards are integers).
+    Training returns are then clipped too; evaluation returns are the game score."""
+
+
+def is_ale_id(env_id: str) -> bool:
+    """Whether ``env_id`` ('ALE/Pong-v5', or 'module:ALE/Pong-v5') names an Arcade Learning
+    Environment game, which gets the ``env.atari`` preprocessing."""
+    return env_id.rpartition(":")[2].startswith("ALE/")
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnvConfig:
     """The training environment (evaluation uses the same one, seeded apart)."""
 
     id: str = "CartPole-v1"
-    """Gymnasium id, or 'module:Env-v0' to import ``module`` (which registers the env) first."""
+    """Gymnasium id, or 'module:Env-v0' to import ``module`` (which registers the env) first.
+    'MinAtar/<Game>-v1' and 'ALE/<Game>-v5' ids need the minatar and atari extras."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gymnasium.make``, e.g. {max_episode_steps: 200}; unchecked."""
     num_envs: int = 1
@@ -60,16 +93,29 @@ class EnvConfig:
     vectorization: Literal["sync", "async"] = "sync"
     """With num_envs > 1: 'sync' steps the copies in turn in this process, 'async' steps each in
     its own process (worth it when an env step costs more than passing its result back)."""
+    frame_stack: int = 1
+    """Observations stacked on a new leading axis: k > 1 makes each observation (k, *frame), the
+    episode's last k frames (padded with its first), and stores each frame once in replay. ALE
+    frames always get this axis, so an ALE observation is (k, screen_size, screen_size)."""
+    atari: AtariConfig = field(default_factory=AtariConfig)
+    """Preprocessing for ALE ids only."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkConfig:
-    """The Q-network: an MLP from observation to one Q-value per action."""
+    """The Q-network: a torso (an MLP, or convolutions then fully connected layers) and a linear
+    output layer with one Q-value per action."""
 
+    torso: Literal["auto", "mlp", "minatar", "nature"] = "auto"
+    """'mlp' flattens the observation; 'minatar' (one 3x3 conv, 16 channels; Young & Tian 2019)
+    and 'nature' (convs 32 8x8/4, 64 4x4/2, 64 3x3/1; Mnih et al. 2015) take (C, H, W) images, or
+    stacked (k, C, H, W) ones as k*C channels, before the hidden layers. 'auto': 'mlp' for 1-D and
+    2-D observations, and for images 'nature' when H and W are both >= 36, else 'minatar'."""
     hidden: tuple[int, ...] = (128, 128)
-    """Widths of the hidden layers (units per layer), input side first."""
+    """Widths of the fully connected hidden layers (units per layer), input side first."""
     activation: Literal["tgelu", "gelu", "relu", "tanh", "sigmoid"] = "tgelu"
-    """Activation of every hidden layer; 'tgelu' is the paper's bounded, truncated GELU."""
+    """Activation of every hidden layer, convolutional ones included; 'tgelu' is the paper's
+    bounded, truncated GELU."""
     tgelu_range: tuple[float, float] = (-1.0, 1.0)
     """The window (tl, tr) of pre-activations inside which tGELU follows GELU; tl < 0 < tr."""
 
@@ -100,10 +146,20 @@ class AgentConfig:
 class OptimizerConfig:
     """The optimizer of the Q-network."""
 
-    name: Literal["sgd", "adam"] = "sgd"
-    """Optimizer: 'sgd' or 'adam'."""
+    name: Literal["sgd", "adam", "rmsprop"] = "sgd"
+    """Optimizer: 'sgd', 'adam' or 'rmsprop' (the MinAtar paper's DQN: lr 2.5e-4, alpha 0.95,
+    eps 0.01, centered)."""
     lr: float = 3e-4
     """Learning rate (step size of each gradient update)."""
+    alpha: float = 0.99
+    """RMSprop only: decay per gradient update of the running mean of squared gradients, in
+    [0, 1) (the MinAtar paper's 'squared gradient momentum')."""
+    eps: float = 1e-8
+    """Adam and RMSprop: added to the denominator, i.e. to the root of the squared-gradient mean
+    (the MinAtar paper's 'minimum squared gradient' 0.01 is used this way); >= 0."""
+    centered: bool = False
+    """RMSprop only: divide by the gradient's running standard deviation (its running mean
+    subtracted) instead of its root mean square, as the MinAtar paper's DQN does."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -440,6 +496,9 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
 
 _AT_LEAST_ONE = (
     "env.num_envs",
+    "env.frame_stack",
+    "env.atari.frame_skip",
+    "env.atari.screen_size",
     "agent.target_update_every",
     "replay.capacity",
     "replay.batch_size",
@@ -454,7 +513,9 @@ _AT_LEAST_ONE = (
     "checkpoint.every",
 )
 # Seeds must be >= 0 for numpy and Gymnasium; the eval seed is seed + eval.seed_offset.
-_AT_LEAST_ZERO = ("seed", "replay.learning_starts", "eval.seed_offset")
+_AT_LEAST_ZERO = (
+    "seed", "replay.learning_starts", "eval.seed_offset", "env.atari.noop_max", "optimizer.eps"
+)
 _UNIT_INTERVAL = ("agent.gamma", "exploration.start", "exploration.end", "eval.epsilon")
 _CLIPS = ("agent.output_clip", "agent.global_clip")
 
@@ -504,6 +565,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     check(0.0 < cfg.agent.polyak_tau <= 1.0, "agent.polyak_tau", "must be in (0, 1]")
     lr = cfg.optimizer.lr
     check(math.isfinite(lr) and lr > 0.0, "optimizer.lr", "must be finite and > 0")
+    check(math.isfinite(cfg.optimizer.eps), "optimizer.eps", "must be finite")
+    check(0.0 <= cfg.optimizer.alpha < 1.0, "optimizer.alpha", "must be in [0, 1)")
+    _validate_atari(cfg.env, source)
     check(
         cfg.replay.batch_size <= cfg.replay.capacity,
         "replay.batch_size",
@@ -520,6 +584,23 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         "replay.learning_starts",
         f"must be < train.total_steps ({cfg.train.total_steps}), or the run would never update",
     )
+
+
+def _validate_atari(env: EnvConfig, source: str) -> None:
+    """``env.atari`` only for ALE ids; ALE ids skip frames in preprocessing, not in ``make``."""
+    if not is_ale_id(env.id):
+        for f in dataclasses.fields(AtariConfig):
+            value, default = getattr(env.atari, f.name), f.default
+            if value != default:
+                raise ConfigError(
+                    f"env.atari.{f.name} = {value!r} in {source}: env.atari applies only to ALE "
+                    f"ids (e.g. 'ALE/Pong-v5'), not {env.id!r}; leave it at {default!r}"
+                )
+    elif "frameskip" in env.kwargs:
+        raise ConfigError(
+            f"env.kwargs.frameskip = {env.kwargs['frameskip']!r} in {source}: ALE envs are made "
+            "with frameskip=1 and skip frames in preprocessing; set env.atari.frame_skip instead"
+        )
 
 
 # --- Public entry points --------------------------------------------------------------------------

@@ -16,7 +16,8 @@ __all__ = ["RunningStats", "UpdateWindow", "group_norms", "parameter_groups"]
 
 def parameter_groups(module: nn.Module) -> dict[str, list[nn.Parameter]]:
     """Parameters grouped by the submodule that owns them directly, keyed by its dotted path
-    (for a ``QNetwork``: ``torso.fc1``, ``torso.fc2``, ..., ``head``)."""
+    (for a ``QNetwork``: ``torso.fc1``, ``torso.fc2``, ..., ``head``, after ``torso.conv1``, ...
+    for a convolutional torso)."""
     groups = {}
     for name, sub in module.named_modules():
         params = list(sub.parameters(recurse=False))

@@ -27,11 +27,11 @@ from dqn_stable.agent import DQNAgent, UpdateInfo
 from dqn_stable.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dqn_stable.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from dqn_stable.diagnostics import RunningStats, UpdateWindow
-from dqn_stable.envs import make_env, make_vector_env, restore_env, snapshot_env
+from dqn_stable.envs import EnvSpec, make_env, make_vector_env, restore_env, snapshot_env
 from dqn_stable.evaluate import evaluate_policy
 from dqn_stable.networks import QNetwork
 from dqn_stable.recorder import Recorder, Tags, write_summary
-from dqn_stable.replay import ReplayBuffer
+from dqn_stable.replay import FrameStackReplay, ReplayBuffer
 from dqn_stable.schedules import LinearSchedule
 
 __all__ = [
@@ -78,18 +78,17 @@ class Trainer:
         """Whether training collects with a vector env (``env.num_envs > 1``)."""
         self.env, spec = make_vector_env(config.env) if self.vector else make_env(config.env)
         try:
-            self.eval_env, _ = make_env(config.env)
+            self.eval_env, _ = make_env(config.env, evaluation=True)
         except BaseException:
             self.env.close()  # an async vector env's workers must not outlive a failed start
             raise
-        net = config.network
-        network = QNetwork(
-            spec.obs_shape, spec.num_actions, net.hidden, net.activation, net.tgelu_range
-        ).to(device)  # initialised on CPU: same weights on every device
-        self.agent = DQNAgent(network, config.agent, config.optimizer, seed=agent_seed)
-        self.replay = ReplayBuffer(
-            config.replay.capacity, spec.obs_shape, spec.obs_dtype, seed=replay_seed
-        )
+        try:
+            network = _make_network(config, spec).to(device)  # on CPU first: same init anywhere
+            self.agent = DQNAgent(network, config.agent, config.optimizer, seed=agent_seed)
+            self.replay = _make_replay(config, spec, replay_seed)
+        except BaseException:
+            self.close()
+            raise
         self.epsilon = LinearSchedule(
             config.exploration.start, config.exploration.end, config.exploration.decay_steps
         )
@@ -397,6 +396,36 @@ class Trainer:
             warnings.warn(message, stacklevel=2)
             self.obs, _ = self.env.reset(seed=self.config.seed + self.env_step)
             self.episode_return, self.episode_length = self._new_episode_counters()
+
+
+def _make_network(config: Config, spec: EnvSpec) -> QNetwork:
+    """The online Q-network for ``spec``'s observations; a torso that cannot take them is a
+    :class:`ConfigError`."""
+    net = config.network
+    try:
+        return QNetwork(
+            spec.obs_shape, spec.num_actions, net.hidden, net.activation, net.tgelu_range,
+            torso=net.torso, obs_scale=spec.obs_scale,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"cannot build the Q-network for env {config.env.id}: {exc}") from None
+
+
+def _make_replay(
+    config: Config, spec: EnvSpec, seed: np.random.SeedSequence
+) -> ReplayBuffer | FrameStackReplay:
+    """A frame-stack replay (each frame stored once, one stream per env copy) for stacked
+    observations, else the plain buffer; a capacity too small for one stacked transition per
+    stream is a :class:`ConfigError`."""
+    if config.env.frame_stack > 1:
+        try:
+            return FrameStackReplay(
+                config.replay.capacity, spec.obs_shape, spec.obs_dtype, seed=seed,
+                num_streams=config.env.num_envs,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"replay.capacity = {config.replay.capacity}: {exc}") from None
+    return ReplayBuffer(config.replay.capacity, spec.obs_shape, spec.obs_dtype, seed=seed)
 
 
 def _crossed(before: int, after: int, every: int) -> bool:

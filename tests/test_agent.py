@@ -176,3 +176,29 @@ def test_state_dict_round_trip_continues_identically():
     assert a.act(np.zeros(2, np.float32), 1.0) == b.act(np.zeros(2, np.float32), 1.0)
     with pytest.raises(ValueError, match="state has a target network but this agent's target mode"):
         make_agent("none").load_state_dict(a.state_dict())
+
+
+def test_centered_rmsprop_first_step_by_hand():
+    """The MinAtar paper's optimizer. After one gradient g, centered RMSprop has v = (1 - a) g^2
+    and mean m = (1 - a) g, so each weight moves by lr * g / (sqrt(v - m^2) + eps)."""
+    lr, alpha, eps = 2.5e-4, 0.95, 0.01
+    agent = DQNAgent(
+        identity_net(), AgentConfig(target="none", gamma=GAMMA, output_clip=None),
+        OptimizerConfig(name="rmsprop", lr=lr, alpha=alpha, eps=eps, centered=True), seed=0,
+    )
+    assert isinstance(agent.optimizer, torch.optim.RMSprop)
+    group = agent.optimizer.param_groups[0]
+    assert (group["lr"], group["alpha"], group["eps"], group["centered"]) == (lr, alpha, eps, True)
+    head_before = agent.network.head.weight.detach().clone()
+    agent.update(fixed_batch())
+    # the head's gradient of test_update_reports_hand_computed_numbers_without_clipping
+    g = torch.tensor([[2 / 3 * (4 * 3 + -5.5 * 0.5), 2 / 3 * (4 * 1 + -5.5 * 0.5)],
+                      [2 / 3 * (-2 * 1), 2 / 3 * (-2 * 2)]])
+    v, m = (1 - alpha) * g**2, (1 - alpha) * g
+    expected = head_before - lr * g / ((v - m**2).sqrt() + eps)
+    torch.testing.assert_close(agent.network.head.weight.detach(), expected)
+
+
+def test_adam_takes_the_configured_eps():
+    agent = DQNAgent(identity_net(), AgentConfig(), OptimizerConfig(name="adam", eps=1e-4))
+    assert agent.optimizer.param_groups[0]["eps"] == 1e-4

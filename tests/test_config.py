@@ -442,3 +442,71 @@ def test_dump_then_load_gives_an_equal_config(tmp_path, overrides):
     path = tmp_path / "resolved.yaml"
     dump_config(cfg, path)
     assert load_config(path) == cfg
+
+
+# --- Image observations, Atari preprocessing, RMSprop (issue 6) -----------------------------------
+
+
+@pytest.mark.parametrize(("dotted", "value", "rule"), [
+    ("env.frame_stack", 0, "must be >= 1"),
+    ("env.atari.frame_skip", 0, "must be >= 1"),
+    ("env.atari.screen_size", 0, "must be >= 1"),
+    ("env.atari.noop_max", -1, "must be >= 0"),
+    ("optimizer.eps", -1e-3, "must be >= 0"),
+    ("optimizer.eps", math.inf, "must be finite"),
+    ("optimizer.alpha", 1.0, "must be in [0, 1)"),
+    ("optimizer.alpha", -0.5, "must be in [0, 1)"),
+])
+def test_image_and_rmsprop_keys_out_of_range(dotted, value, rule):
+    data = with_key("env.id", "ALE/Pong-v5")
+    node = data
+    *sections, leaf = dotted.split(".")
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[leaf] = value
+    message = f"{dotted} = {value!r} in <dict>: {rule}"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        config_from_dict(data)
+
+
+def test_new_keys_have_their_defaults_and_take_overrides():
+    cfg = Config()
+    assert (cfg.network.torso, cfg.env.frame_stack) == ("auto", 1)
+    assert dataclasses.asdict(cfg.env.atari) == {
+        "frame_skip": 4, "screen_size": 84, "noop_max": 30, "terminal_on_life_loss": False,
+        "clip_rewards": False,
+    }
+    assert (cfg.optimizer.alpha, cfg.optimizer.eps, cfg.optimizer.centered) == (0.99, 1e-8, False)
+    data = apply_overrides({}, [
+        "env.id=ALE/Pong-v5", "env.atari.clip_rewards=true", "network.torso=nature",
+        "optimizer.name=rmsprop", "optimizer.centered=true",
+    ])
+    cfg = config_from_dict(data)
+    assert (cfg.env.atari.clip_rewards, cfg.network.torso) == (True, "nature")
+    assert (cfg.optimizer.name, cfg.optimizer.centered) == ("rmsprop", True)
+
+
+def test_unknown_torso_names_the_choices():
+    with pytest.raises(ConfigError, match=re.escape(
+        "network.torso = 'cnn' in <dict>: expected one of 'auto', 'mlp', 'minatar', 'nature'"
+    )):
+        config_from_dict({"network": {"torso": "cnn"}})
+
+
+def test_atari_settings_are_refused_for_other_envs():
+    with pytest.raises(ConfigError, match=re.escape(
+        "env.atari.clip_rewards = True in <dict>: env.atari applies only to ALE ids (e.g. "
+        "'ALE/Pong-v5'), not 'MinAtar/Breakout-v1'; leave it at False"
+    )):
+        config_from_dict({"env": {"id": "MinAtar/Breakout-v1", "atari": {"clip_rewards": True}}})
+    # defaults written out are fine anywhere; any setting is fine for ALE ids, 'module:' form too
+    config_from_dict({"env": {"id": "CartPole-v1", "atari": {"frame_skip": 4}}})
+    config_from_dict({"env": {"id": "ale_py:ALE/Pong-v5", "atari": {"noop_max": 0}}})
+
+
+def test_ale_frameskip_belongs_in_env_atari():
+    with pytest.raises(ConfigError, match=re.escape(
+        "env.kwargs.frameskip = 4 in <dict>: ALE envs are made with frameskip=1 and skip frames "
+        "in preprocessing; set env.atari.frame_skip instead"
+    )):
+        config_from_dict({"env": {"id": "ALE/Pong-v5", "kwargs": {"frameskip": 4}}})

@@ -116,3 +116,9 @@ def test_group_norms_take_each_group_as_one_vector():
     ])
     assert norms.tolist() == [5.0, 0.0, 2.0]
     assert math.isclose(float(group_norms([[torch.ones(9)]])[0]), 3.0)
+
+
+def test_parameter_groups_of_a_convolutional_qnetwork_name_each_layer():
+    groups = parameter_groups(QNetwork((4, 84, 84), 6, hidden=(512,)))
+    assert list(groups) == ["torso.conv1", "torso.conv2", "torso.conv3", "torso.fc1", "head"]
+    assert [len(params) for params in groups.values()] == [2] * 5  # weight and bias
