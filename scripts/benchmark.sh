@@ -3,8 +3,8 @@
 # DQN) on CartPole-v1, Acrobot-v1, MountainCar-v0 and LunarLander-v3, 5 seeds per cell
 # (configs/sweeps/benchmark.yaml), and its report. Needs the box2d and report extras:
 #     pip install -e '.[box2d,report]'
-# About 2 hours with 2 workers on a 2-core machine. Re-running skips finished runs and resumes
-# interrupted ones.
+# About 90 minutes with 2 workers on a 2-core machine (87 min on 2026-12-04). Re-running skips
+# finished runs and resumes interrupted ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
