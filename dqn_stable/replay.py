@@ -113,18 +113,12 @@ class ReplayBuffer:
         self.obs_shape = obs_shape
         self.obs_dtype = np.dtype(obs_dtype)
 
-        # np.empty only reserves address space: an oversized buffer would be OOM-killed (or swap)
-        # when the ring fills up, possibly hours into training. Refuse it before allocating.
-        if available_bytes is None:
-            available_bytes = available_memory_bytes()
-        needed = estimate_bytes(capacity, obs_shape, self.obs_dtype)
-        if available_bytes is not None and needed > available_bytes:
-            per_transition = _bytes_per_transition(obs_shape, self.obs_dtype)
-            raise InsufficientMemoryError(
-                f"replay buffer needs {_format_bytes(needed)} (capacity {capacity} x "
-                f"{_format_bytes(per_transition)} per transition) but only "
-                f"{_format_bytes(available_bytes)} is available; lower replay.capacity"
-            )
+        per_transition = _bytes_per_transition(obs_shape, self.obs_dtype)
+        _require_memory(
+            "replay buffer", estimate_bytes(capacity, obs_shape, self.obs_dtype),
+            f"capacity {capacity} x {_format_bytes(per_transition)} per transition",
+            available_bytes,
+        )
 
         self.obs = np.empty((capacity, *obs_shape), dtype=self.obs_dtype)
         self.next_obs = np.empty((capacity, *obs_shape), dtype=self.obs_dtype)
@@ -158,11 +152,7 @@ class ReplayBuffer:
         observation (not the reset one) with `terminated=False`, so the target bootstraps from it.
         Observations are cast to `obs_dtype`.
         """
-        if np.shape(obs) != self.obs_shape or np.shape(next_obs) != self.obs_shape:
-            raise ValueError(
-                f"obs and next_obs must have shape {self.obs_shape}, "
-                f"got {np.shape(obs)} and {np.shape(next_obs)}"
-            )
+        _check_pair_shape(obs, next_obs, self.obs_shape)
         row = self._position
         self.obs[row] = obs
         self.next_obs[row] = next_obs
@@ -186,10 +176,7 @@ class ReplayBuffer:
         """
         arrays = [np.asarray(x) for x in (obs, next_obs, actions, rewards, terminated)]
         n = arrays[2].shape[0] if arrays[2].ndim else 0  # A 0-d input fails the check below.
-        expected_shapes = [(n, *self.obs_shape)] * 2 + [(n,)] * 3
-        for name, array, shape in zip(_FIELDS, arrays, expected_shapes, strict=True):
-            if array.shape != shape:
-                raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+        _check_batch_shapes(arrays, n, self.obs_shape)
 
         added = n
         if n > self.capacity:
@@ -252,12 +239,7 @@ class ReplayBuffer:
             "obs_shape": (tuple(state["obs_shape"]), self.obs_shape),
             "obs_dtype": (np.dtype(state["obs_dtype"]), self.obs_dtype),
         }
-        for what, (theirs, mine) in layout.items():
-            if theirs != mine:
-                raise ValueError(
-                    f"replay state has {what}={theirs} but this buffer has {what}={mine}; "
-                    "build the buffer with the settings of the saved run"
-                )
+        _check_same_layout(layout)
         size = state["size"]
         for name in _FIELDS:
             if len(state[name]) != size:
@@ -348,20 +330,15 @@ class FrameStackReplay:
         self._size = 0  # Sampleable transitions, kept up to date by _write.
 
     def _check_memory(self, available_bytes: int | None) -> None:
-        # As in ReplayBuffer: refuse an oversized buffer before np.empty reserves it.
-        if available_bytes is None:
-            available_bytes = available_memory_bytes()
-        needed = estimate_framestack_bytes(
-            self.capacity, self.obs_shape, self.obs_dtype, self.num_streams
+        entries = self.num_streams * self.ring_size
+        per_entry = _bytes_per_entry(self.frame_shape, self.obs_dtype)
+        _require_memory(
+            "frame-stack replay buffer",
+            estimate_framestack_bytes(
+                self.capacity, self.obs_shape, self.obs_dtype, self.num_streams
+            ),
+            f"{entries} entries x {_format_bytes(per_entry)} per entry", available_bytes,
         )
-        if available_bytes is not None and needed > available_bytes:
-            per_entry = _bytes_per_entry(self.frame_shape, self.obs_dtype)
-            raise InsufficientMemoryError(
-                f"frame-stack replay buffer needs {_format_bytes(needed)} "
-                f"({self.num_streams * self.ring_size} entries x {_format_bytes(per_entry)} "
-                f"per entry) but only {_format_bytes(available_bytes)} is available; "
-                "lower replay.capacity"
-            )
 
     def __len__(self) -> int:
         """Number of transitions that can be sampled (their k earlier frames are still stored)."""
@@ -391,11 +368,7 @@ class FrameStackReplay:
                 f"add() stores into stream 0 but this buffer has num_streams={self.num_streams}; "
                 "use add_batch with one row per stream"
             )
-        if np.shape(obs) != self.obs_shape or np.shape(next_obs) != self.obs_shape:
-            raise ValueError(
-                f"obs and next_obs must have shape {self.obs_shape}, "
-                f"got {np.shape(obs)} and {np.shape(next_obs)}"
-            )
+        _check_pair_shape(obs, next_obs, self.obs_shape)
         obs, next_obs = self._cast(obs), self._cast(next_obs)
         self._check_shift(obs, next_obs, where="")
         self._store(0, obs, action, reward, next_obs, terminated)
@@ -415,12 +388,7 @@ class FrameStackReplay:
         """
         n = self.num_streams
         arrays = [np.asarray(x) for x in (obs, next_obs, actions, rewards, terminated)]
-        expected_shapes = [(n, *self.obs_shape)] * 2 + [(n,)] * 3
-        for name, array, shape in zip(_FIELDS, arrays, expected_shapes, strict=True):
-            if array.shape != shape:
-                raise ValueError(
-                    f"{name} must have shape {shape} (one row per stream), got {array.shape}"
-                )
+        _check_batch_shapes(arrays, n, self.obs_shape, " (one row per stream)")
         obs, next_obs = self._cast(arrays[0]), self._cast(arrays[1])
         for stream in range(n):
             self._check_shift(obs[stream], next_obs[stream], where=f"row {stream}: ")
@@ -583,12 +551,7 @@ class FrameStackReplay:
             "obs_dtype": (np.dtype(state["obs_dtype"]), self.obs_dtype),
             "num_streams": (state["num_streams"], self.num_streams),
         }
-        for what, (theirs, mine) in layout.items():
-            if theirs != mine:
-                raise ValueError(
-                    f"replay state has {what}={theirs} but this buffer has {what}={mine}; "
-                    "build the buffer with the settings of the saved run"
-                )
+        _check_same_layout(layout)
         written = [int(count) for count in state["written"]]
         filled = min(max(written), self.ring_size)
         for name in _ENTRY_FIELDS:
@@ -601,6 +564,49 @@ class FrameStackReplay:
         self._written = written
         self._size = len(self._sampleable()[0])
         self._rng.bit_generator.state = state["rng_state"]
+
+
+def _require_memory(
+    what: str, needed: int, breakdown: str, available_bytes: int | None
+) -> None:
+    """Refuses an allocation of ``needed`` bytes larger than what the machine has available
+    (``available_bytes``, probed when None): np.empty only reserves address space, so an oversized
+    buffer would be OOM-killed (or swap) when the ring fills up, possibly hours into training."""
+    if available_bytes is None:
+        available_bytes = available_memory_bytes()
+    if available_bytes is not None and needed > available_bytes:
+        raise InsufficientMemoryError(
+            f"{what} needs {_format_bytes(needed)} ({breakdown}) but only "
+            f"{_format_bytes(available_bytes)} is available; lower replay.capacity"
+        )
+
+
+def _check_pair_shape(obs: Any, next_obs: Any, obs_shape: tuple[int, ...]) -> None:
+    if np.shape(obs) != obs_shape or np.shape(next_obs) != obs_shape:
+        raise ValueError(
+            f"obs and next_obs must have shape {obs_shape}, "
+            f"got {np.shape(obs)} and {np.shape(next_obs)}"
+        )
+
+
+def _check_batch_shapes(
+    arrays: list[np.ndarray], n: int, obs_shape: tuple[int, ...], note: str = ""
+) -> None:
+    """`arrays` in `_FIELDS` order: n observations, n next observations, n of each scalar."""
+    expected_shapes = [(n, *obs_shape)] * 2 + [(n,)] * 3
+    for name, array, shape in zip(_FIELDS, arrays, expected_shapes, strict=True):
+        if array.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}{note}, got {array.shape}")
+
+
+def _check_same_layout(layout: dict[str, tuple[Any, Any]]) -> None:
+    """`layout` maps a setting to (the saved state's value, this buffer's value)."""
+    for what, (theirs, mine) in layout.items():
+        if theirs != mine:
+            raise ValueError(
+                f"replay state has {what}={theirs} but this buffer has {what}={mine}; "
+                "build the buffer with the settings of the saved run"
+            )
 
 
 def _is_int(value: Any) -> bool:

@@ -1,13 +1,12 @@
-import io
-import pickle
-
 import numpy as np
 import pytest
 import torch
+from state_transports import TRANSPORT_IDS, TRANSPORTS
 
 from dqn_stable import replay
 from dqn_stable.replay import (
     Batch,
+    FrameStackReplay,
     InsufficientMemoryError,
     ReplayBuffer,
     available_memory_bytes,
@@ -222,24 +221,8 @@ def test_sample_rejects_empty_buffer_and_bad_batch_size():
         buffer.sample(0)
 
 
-def through_pickle(state):
-    return pickle.loads(pickle.dumps(state))
-
-
-def through_torch_save(state):
-    file = io.BytesIO()
-    torch.save(state, file)
-    file.seek(0)
-    # numpy arrays are not on torch.load's weights_only allow-list.
-    return torch.load(file, weights_only=False)
-
-
 @pytest.mark.parametrize("count", [6, 23], ids=["partial", "full-wrapped"])
-@pytest.mark.parametrize(
-    "transport",
-    [lambda s: s, through_pickle, through_torch_save],
-    ids=["in-memory", "pickle", "torch.save"],
-)
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=TRANSPORT_IDS)
 def test_state_dict_round_trip_continues_exactly(count, transport):
     original = numbered_buffer(capacity=10, count=count, seed=1)
     original.sample(4)  # Advance the generator so its state is not the seed's.
@@ -295,7 +278,21 @@ def test_refuses_a_buffer_larger_than_available_memory():
     assert isinstance(error.value, MemoryError)
 
 
-def test_refuses_a_huge_buffer_before_allocating(monkeypatch):
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: ReplayBuffer(10**12, (4,), np.float32),
+            r"needs 40\.9 TiB \(capacity 1000000000000 x 45 B per transition\) but only",
+        ),
+        (
+            lambda: FrameStackReplay(10**12, (4, 84, 84), np.uint8),
+            r"needs 6\.3 PiB \(1000000000000 entries x 6\.9 KiB per entry\) but only",
+        ),
+    ],
+    ids=["ReplayBuffer", "FrameStackReplay"],
+)
+def test_refuses_a_huge_buffer_before_allocating(monkeypatch, make, message):
     if available_memory_bytes() is None:
         pytest.skip("this machine does not report its available memory")
 
@@ -304,9 +301,8 @@ def test_refuses_a_huge_buffer_before_allocating(monkeypatch):
 
     monkeypatch.setattr(np, "empty", no_allocation)
     monkeypatch.setattr(np, "zeros", no_allocation)
-    message = r"needs 40\.9 TiB \(capacity 1000000000000 x 45 B per transition\) but only"
     with pytest.raises(InsufficientMemoryError, match=message):
-        ReplayBuffer(10**12, (4,), np.float32)
+        make()
 
 
 def test_available_memory_reads_meminfo(monkeypatch, tmp_path):
