@@ -157,7 +157,15 @@ class DQNAgent:
         self.num_updates = 0
         """Gradient updates made so far."""
         self._groups = parameter_groups(network)
-        self._params = [p for group in self._groups.values() for p in group]
+        self._group_params = list(self._groups.values())
+        self._params = [p for group in self._group_params for p in group]
+        # Each update copies the parameters here first, to measure the step it makes: one
+        # preallocated copy per parameter, not a fresh clone per update.
+        self._before = [torch.empty_like(p, requires_grad=False) for p in self._params]
+        self._before_groups, start = [], 0
+        for group in self._group_params:
+            self._before_groups.append(self._before[start:start + len(group)])
+            start += len(group)
         self._target_params = (
             None if self.target_network is None
             else [p for group in parameter_groups(self.target_network).values() for p in group]
@@ -198,17 +206,18 @@ class DQNAgent:
     def update(self, batch: Batch) -> UpdateInfo:
         """One gradient step on ``batch``; updates the target network on its schedule."""
         cfg = self.config
-        batch = batch.to(self.device)
-        groups = list(self._groups.values())
-        before = [[p.detach().clone() for p in group] for group in groups]
-
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type != "cpu":  # the replay buffer samples into CPU memory
+            batch = batch.to(self.device)
+        with torch.no_grad():
+            torch._foreach_copy_(self._before, self._params)
+        for p in self._params:  # optimizer.zero_grad(set_to_none=True), without its overhead
+            p.grad = None
         out = td_loss(
             self.network, batch, cfg.gamma, kind=cfg.loss,
             target_network=self.target_network, double=cfg.double,
         )
         out.loss.backward()
-        grads = [[p.grad for p in g if p.grad is not None] for g in groups]
+        grads = [[p.grad for p in group if p.grad is not None] for group in self._group_params]
         grad_norms = group_norms(grads).tolist()
         # The head's entry is the norm clip_output_grad_ would compute; reuse it, not recompute.
         output_grad_norm = grad_norms[self._head_index]
@@ -222,26 +231,27 @@ class DQNAgent:
         self._update_target()
 
         with torch.no_grad():
-            update_norms = group_norms([
-                torch._foreach_sub(group, old) for group, old in zip(groups, before, strict=True)
-            ])
-            param_norm = group_norms([self._params])
-            q_abs = out.q_values.detach().abs()
-            q_taken = out.q_values.detach().gather(1, batch.actions.unsqueeze(1))
-            scalars = torch.stack([
-                out.loss.detach(), q_taken.mean(), q_abs.mean(), q_abs.max(), param_norm[0]
+            # before - after: minus this step's change, so the same norms as after - before
+            torch._foreach_sub_(self._before, self._params)
+            q_values = out.q_values.detach()
+            q_abs = q_values.abs()
+            q_taken = q_values.gather(1, batch.actions.unsqueeze(1))
+            stats = torch.cat([
+                torch.stack([out.loss.detach(), q_taken.mean(), q_abs.mean(), q_abs.max()]),
+                group_norms([self._params]),
+                group_norms(self._before_groups),
             ]).tolist()
-        names = list(self._groups)
+        names = self._groups.keys()
         return UpdateInfo(
-            td_loss=scalars[0],
-            q_taken_mean=scalars[1],
-            q_abs_mean=scalars[2],
-            q_abs_max=scalars[3],
+            td_loss=stats[0],
+            q_taken_mean=stats[1],
+            q_abs_mean=stats[2],
+            q_abs_max=stats[3],
             output_grad_norm=output_grad_norm,
             output_clipped=clipped,
-            param_norm=scalars[4],
+            param_norm=stats[4],
             grad_norms=dict(zip(names, grad_norms, strict=True)),
-            update_norms=dict(zip(names, update_norms.tolist(), strict=True)),
+            update_norms=dict(zip(names, stats[5:], strict=True)),
         )
 
     def _update_target(self) -> None:

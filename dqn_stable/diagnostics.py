@@ -32,14 +32,18 @@ def group_norms(groups: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
     flat = [t for group in groups for t in group]
     if not flat:
         return torch.zeros(len(groups))
-    norms = torch._foreach_norm(flat)  # one call for every tensor; same values as vector_norm
+    # One call for every tensor (same values as vector_norm of each), then one stack.
+    norms = torch.stack(torch._foreach_norm(flat))
+    sizes = [len(group) for group in groups]
+    if min(sizes) == max(sizes):  # e.g. (weight, bias) per layer: one reduction over the rows
+        return torch.linalg.vector_norm(norms.view(len(groups), sizes[0]), dim=1)
     out, start = [], 0
-    for group in groups:
-        if group:
-            out.append(torch.linalg.vector_norm(torch.stack(norms[start:start + len(group)])))
-            start += len(group)
+    for size in sizes:
+        if size:
+            out.append(torch.linalg.vector_norm(norms[start:start + size]))
+            start += size
         else:
-            out.append(torch.zeros((), device=flat[0].device))
+            out.append(torch.zeros((), device=norms.device))
     return torch.stack(out)
 
 

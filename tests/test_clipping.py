@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -47,6 +49,31 @@ def test_global_clip_returns_norm_before_clipping():
     assert clip_global_grad_(net.parameters(), 1.0) == pytest.approx(total.item(), rel=1e-6)
     after = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in net.parameters()]))
     assert after.item() == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e6])  # clips, and leaves alone (a scale of 1.0)
+def test_global_clip_equals_torch_clip_grad_norm_to_the_bit(max_norm):
+    gen = torch.Generator().manual_seed(5)
+    nets = [nn.Sequential(nn.Linear(4, 32), nn.Linear(32, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    grads = [torch.randn(p.shape, generator=gen) for p in nets[0].parameters()]
+    for net in nets:
+        for p, g in zip(net.parameters(), grads, strict=True):
+            p.grad = g.clone()
+    ours = clip_global_grad_(nets[0].parameters(), max_norm)
+    theirs = nn.utils.clip_grad_norm_(nets[1].parameters(), max_norm)
+    assert ours == theirs.item()
+    for mine, torchs in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(mine.grad, torchs.grad)
+
+
+def test_global_clip_of_mixed_dtypes_falls_back_to_torch():
+    params = [nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(4, dtype=torch.float64))]
+    for p in params:
+        p.grad = torch.full_like(p, 2.0)
+    assert clip_global_grad_(iter(params), 1.0) == pytest.approx(math.sqrt(7 * 4.0))
+    assert params[1].grad.dtype == torch.float64
+    assert math.sqrt(sum(float((p.grad ** 2).sum()) for p in params)) == pytest.approx(1.0, rel=1e-5)
 
 
 # OutputGradClip: the rule as an optimizer step pre-hook, for any training loop.

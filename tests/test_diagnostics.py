@@ -118,6 +118,20 @@ def test_group_norms_take_each_group_as_one_vector():
     assert math.isclose(float(group_norms([[torch.ones(9)]])[0]), 3.0)
 
 
+def test_group_norms_of_equal_sized_groups_equal_one_norm_per_group_to_the_bit():
+    # Equal-sized groups (weight and bias per layer) take one reduction over rows; it must give
+    # what each group's own norm gives: the output-layer clip uses the head's entry.
+    gen = torch.Generator().manual_seed(7)
+    groups = [[torch.randn(16, 4, generator=gen) * 10 ** k, torch.randn(16, generator=gen)]
+              for k in range(-3, 4)]
+    one_by_one = [group_norms([group])[0] for group in groups]
+    assert torch.equal(group_norms(groups), torch.stack(one_by_one))
+    assert torch.equal(group_norms(groups), torch.stack([
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in group]))
+        for group in groups
+    ]))
+
+
 def test_parameter_groups_of_a_convolutional_qnetwork_name_each_layer():
     groups = parameter_groups(QNetwork((4, 84, 84), 6, hidden=(512,)))
     assert list(groups) == ["torso.conv1", "torso.conv2", "torso.conv3", "torso.fc1", "head"]
