@@ -8,6 +8,7 @@ stability measurements live under ``stability/``.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ class TensorBoardRecorder(Recorder):
     def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        _wait_to_sort_after_existing_event_files(Path(log_dir))
         self._writer = SummaryWriter(str(log_dir), purge_step=purge_step)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
@@ -133,6 +135,24 @@ class TensorBoardRecorder(Recorder):
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _wait_to_sort_after_existing_event_files(log_dir: Path) -> None:
+    """Wait (at most about a second) until a new event file's name sorts after every one in
+    ``log_dir``. TensorBoard reads a run's event files in name order, and a name starts with the
+    second the file was made in, then the host and the process id: a resumed process starting
+    within the second of the interrupted one's file would sort by process id, and its purge of the
+    steps after the checkpoint would then come first and drop nothing."""
+    seconds = [0]
+    for path in log_dir.glob("events.out.tfevents.*"):
+        field = path.name.split(".")[3]
+        if field.isdigit():
+            seconds.append(int(field))
+    newest = max(seconds)
+    if newest > time.time() + 2:  # a file from a clock ahead of ours: waiting would not help
+        return
+    while int(time.time()) <= newest:
+        time.sleep(0.05)
 
 
 def write_summary(summary: Mapping[str, Any], path: str | Path) -> None:

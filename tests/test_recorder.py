@@ -110,3 +110,31 @@ def test_write_summary_failure_leaves_no_temp_file(tmp_path):
     with pytest.raises(TypeError):
         write_summary({"env_steps": object()}, path)
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_resumed_run_in_the_same_second_still_reads_back_purged(tmp_path):
+    # An interrupted process's file, named in this second by a process with a larger pid than
+    # ours: TensorBoard reads files in name order, so ours must not be named in this second too.
+    first = TensorBoardRecorder(tmp_path)
+    for step in (100, 200, 300):
+        first.scalar(Tags.TD_LOSS, float(step), step)
+    first.close()
+    (old,) = tmp_path.glob("events.out.tfevents.*")
+    parts = old.name.split(".")
+    parts[5] = "9" * 9  # the pid field
+    old.rename(tmp_path / ".".join(parts))
+    resumed = TensorBoardRecorder(tmp_path, purge_step=201)  # the checkpoint was at step 200
+    resumed.scalar(Tags.TD_LOSS, -300.0, 300)
+    resumed.close()
+    names = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    assert names[0] == ".".join(parts)
+    assert read_scalars(tmp_path)[Tags.TD_LOSS] == [(100, 100.0), (200, 200.0), (300, -300.0)]
+
+
+def test_an_event_file_from_a_clock_far_ahead_does_not_hold_up_a_new_recorder(tmp_path):
+    import time
+
+    (tmp_path / f"events.out.tfevents.{int(time.time()) + 3600}.host.1.0").write_bytes(b"")
+    start = time.monotonic()
+    TensorBoardRecorder(tmp_path).close()
+    assert time.monotonic() - start < 1.0
