@@ -190,7 +190,7 @@ class DQNAgent:
         n = len(obs)
         if epsilon >= 1.0:
             return self.rng.integers(self.num_actions, size=n)
-        with torch.no_grad():
+        with torch.inference_mode():
             q_values = self.network(torch.as_tensor(obs, device=self.device))
         actions = q_values.argmax(dim=1).cpu().numpy()
         if epsilon > 0.0:
@@ -199,7 +199,7 @@ class DQNAgent:
         return actions.astype(np.int64, copy=False)
 
     def greedy_action(self, obs: np.ndarray) -> int:
-        with torch.no_grad():
+        with torch.inference_mode():  # cheaper than no_grad: no version counters, no views kept
             q_values = self.network(torch.as_tensor(obs, device=self.device).unsqueeze(0))
         return int(q_values.argmax(dim=1).item())
 
