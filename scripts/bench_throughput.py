@@ -12,19 +12,26 @@ the subprocess's maximum resident set size. Needs the ``bench`` extra (stable-ba
 Settings:
 * ``paper``: one gradient update per env step, batch 256, MLP 128-128, replay 1e6, learning
   starts 5,000 env steps. Ours in the method's mode (tGELU, no target network, output-layer clip,
-  SGD) and in the baseline's mode (ReLU, Polyak target tau 0.005 every update, Adam, Huber, global
+  SGD), once with tGELU through torch operations (the default) and once through the compiled
+  kernel (``DQN_STABLE_TGELU_KERNEL=1``; the row is left out where the kernel cannot be built),
+  and in the baseline's mode (ReLU, Polyak target tau 0.005 every update, Adam, Huber, global
   clip 10), against SB3 with ReLU, Polyak target, Adam (its defaults: Huber, max_grad_norm 10).
 * ``cleanrl``: CleanRL's dqn.py: one update every 10 env steps, batch 128, MLP 120-84, replay 1e4,
   hard target copy every 500 env steps, learning starts 10,000, Adam 2.5e-4; loss and gradient
   clip as SB3 has them (Huber, max_grad_norm 10, which SB3 always applies) on both sides.
 
 A last comparison runs ours against ours in the CleanRL setting: two CartPole copies in an async
-vector env (``env.num_envs: 2``, ``env.vectorization: async``) against one env.
+vector env (``env.num_envs: 2``, ``env.vectorization: async``) against one env. Then, to say where
+the time goes: one gradient update of ours in the paper setting (each tGELU path), the matrix
+products alone that such an update makes (SB3's makes the same ones), one CartPole step, and one
+step of the 2-env async vector env.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import platform
@@ -51,8 +58,10 @@ SETTINGS = {
 
 TGELU_REPEATS = 5000  # forward+backward calls per module in the tGELU timing
 
-# (setting, ours mode, SB3 counterpart)
-PAIRS = [("paper", "method"), ("paper", "baseline"), ("cleanrl", "baseline")]
+# (setting, ours mode, ours' tGELU path): each against SB3 in that setting. The baseline's mode has
+# no tGELU; "kernel" rows run only where the kernel builds.
+PAIRS = [("paper", "method", "torch"), ("paper", "method", "kernel"), ("paper", "baseline", None),
+         ("cleanrl", "baseline", None)]
 
 
 def _ours_overrides(setting: str, mode: str, train_steps: int) -> list[str]:
@@ -167,6 +176,8 @@ def _worker(spec: dict) -> None:
     torch.set_num_threads(1)
     if spec["impl"] == "tgelu":
         result = _measure_tgelu(spec["repeats"], spec["kernel"])
+    elif spec["impl"] == "parts":
+        result = _measure_parts()
     elif spec["impl"] == "ours":
         result = _measure_ours(spec["setting"], spec["mode"], spec["train_steps"], spec["run_dir"],
                                spec.get("num_envs", 1))
@@ -176,11 +187,9 @@ def _worker(spec: dict) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _spawn(spec: dict, tgelu_kernel: bool = False) -> dict:
+def _spawn(spec: dict) -> dict:
     env = dict(os.environ)
-    env.pop(KERNEL_ENV, None)
-    if tgelu_kernel and spec["impl"] == "ours":
-        env[KERNEL_ENV] = "1"
+    env[KERNEL_ENV] = "1" if spec.get("tgelu") == "kernel" else "0"
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)], cwd=ROOT, capture_output=True,
         text=True, check=False, env=env,
@@ -197,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="env steps with updates per measurement (after learning starts)")
     parser.add_argument("--repeats", type=int, default=3, help="A/B pairs per comparison")
     parser.add_argument("--out", type=Path, help="write the Markdown table here")
-    parser.add_argument("--tgelu-kernel", action="store_true",
-                        help=f"run ours with the compiled tGELU kernel ({KERNEL_ENV}=1)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.train_steps < 2 or args.train_steps % 2:
@@ -216,47 +223,47 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    if args.tgelu_kernel:
-        from dqn_stable.activations import use_tgelu_kernel
-
-        try:
-            use_tgelu_kernel(True)  # build it here, once, not inside a timed worker
-        except RuntimeError as err:
-            print(f"error: --tgelu-kernel: {err}", file=sys.stderr)
-            return 2
-
-    # The tGELU timing has a kernel row whenever the kernel builds here (built now, untimed).
-    kernel_row = args.tgelu_kernel or _kernel_builds()
+    # Built here (untimed) if it can be; the kernel rows are left out where it cannot.
+    kernel = _kernel_builds()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for setting, mode in PAIRS:
+        for setting, mode, path in PAIRS:
+            if path == "kernel" and not kernel:
+                continue
             pairs = []
             for r in range(args.repeats):
-                ours = _spawn({"impl": "ours", "setting": setting, "mode": mode,
+                ours = _spawn({"impl": "ours", "setting": setting, "mode": mode, "tgelu": path,
                                "train_steps": args.train_steps,
-                               "run_dir": f"{tmp}/{setting}-{mode}-{r}"}, args.tgelu_kernel)
+                               "run_dir": f"{tmp}/{setting}-{mode}-{path}-{r}"})
                 sb3 = _spawn({"impl": "sb3", "setting": setting, "train_steps": args.train_steps})
                 pairs.append((ours, sb3))
-                print(f"{setting:8s} {mode:8s} pair {r}: ours {ours['sps']:7.1f} env steps/s, "
-                      f"SB3 {sb3['sps']:7.1f}, ratio {ours['sps'] / sb3['sps']:.2f}", flush=True)
-            rows.append((setting, mode, pairs))
+                print(f"{setting:8s} {_label(mode, path):16s} pair {r}: ours {ours['sps']:7.1f} "
+                      f"env steps/s, SB3 {sb3['sps']:7.1f}, ratio {ours['sps'] / sb3['sps']:.2f}",
+                      flush=True)
+            rows.append((setting, mode, path, pairs))
         vector_pairs = []  # ours with 2 async envs against ours with 1, CleanRL setting
         for r in range(args.repeats):
             common = {"impl": "ours", "setting": "cleanrl", "mode": "baseline",
                       "train_steps": args.train_steps}
-            two = _spawn({**common, "num_envs": 2, "run_dir": f"{tmp}/vec2-{r}"}, args.tgelu_kernel)
-            one = _spawn({**common, "run_dir": f"{tmp}/vec1-{r}"}, args.tgelu_kernel)
+            two = _spawn({**common, "num_envs": 2, "run_dir": f"{tmp}/vec2-{r}"})
+            one = _spawn({**common, "run_dir": f"{tmp}/vec1-{r}"})
             vector_pairs.append((two, one))
             print(f"cleanrl  2 async envs pair {r}: {two['sps']:7.1f} env steps/s, 1 env "
                   f"{one['sps']:7.1f}, ratio {two['sps'] / one['sps']:.2f}", flush=True)
-    tgelu = _spawn({"impl": "tgelu", "repeats": TGELU_REPEATS, "kernel": kernel_row})["seconds"]
+    tgelu = _spawn({"impl": "tgelu", "repeats": TGELU_REPEATS, "kernel": kernel})["seconds"]
+    parts = {path: _spawn({"impl": "parts", "tgelu": path})
+             for path in ("torch", "kernel") if path == "torch" or kernel}
     table = (_table(rows, args) + _vector_table(vector_pairs) + _tgelu_table(tgelu)
-             + _targets_table(rows, vector_pairs, tgelu))
+             + _parts_table(rows, parts) + _targets_table(rows, vector_pairs, tgelu))
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table)
     return 0
+
+
+def _label(mode: str, path: str | None) -> str:
+    return mode if path is None else f"{mode}, {path} tGELU"
 
 
 def _kernel_builds() -> bool:
@@ -265,10 +272,83 @@ def _kernel_builds() -> bool:
     try:
         use_tgelu_kernel(True)
     except RuntimeError as err:
-        print(f"(no tGELU kernel row: {err})", flush=True)
+        print(f"(no tGELU kernel rows: {err})", flush=True)
         return False
     use_tgelu_kernel(False)
     return True
+
+
+def _median_us(fn, calls: int, rounds: int = 5) -> float:
+    """Median over ``rounds`` of the mean microseconds per call of ``fn`` (after a warm-up)."""
+    samples = []
+    for _ in range(rounds):
+        for _ in range(calls // 10):
+            fn()
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def _measure_parts() -> dict:
+    """Microseconds of the pieces of one env step of ours in the paper setting (tGELU through
+    whichever path KERNEL_ENV selects in this process), and of the matrix products alone."""
+    import gymnasium as gym
+    import torch
+
+    from dqn_stable.config import apply_overrides, config_from_dict
+    from dqn_stable.recorder import Recorder
+    from dqn_stable.trainer import Trainer
+
+    out = {}
+    for mode in ("method", "baseline"):
+        config = config_from_dict(apply_overrides({}, _ours_overrides("paper", mode, 2)))
+        trainer = Trainer(config)
+        for _ in range(config.replay.learning_starts):  # the warm-up's random steps
+            trainer._collect(Recorder())
+        batch = trainer.replay.sample(config.replay.batch_size)
+        out[f"update_{mode}"] = _median_us(functools.partial(trainer.agent.update, batch), 200)
+        act = functools.partial(trainer.agent.greedy_action, trainer.obs)
+        out[f"act_{mode}"] = _median_us(act, 2000)
+        trainer.close()
+
+    # The products one update of the paper's network (4-128-128-2, batch 256, no target network)
+    # makes: forward for obs and next_obs (3 each), then the loss's backward (2 per layer, 1 for the
+    # first, which needs no gradient for its input).
+    b, sizes = SETTINGS["paper"]["batch"], [4, *SETTINGS["paper"]["hidden"], 2]
+    gen = torch.Generator().manual_seed(0)
+    weights = [torch.randn(n_out, n_in, generator=gen) for n_in, n_out in itertools.pairwise(sizes)]
+    biases = [torch.randn(w.shape[0], generator=gen) for w in weights]
+    inputs = [torch.randn(b, n, generator=gen) for n in sizes[:-1]]
+    grads = [torch.randn(b, n, generator=gen) for n in sizes[1:]]
+
+    def products():
+        for _ in range(2):
+            for x, w, bias in zip(inputs, weights, biases, strict=True):
+                torch.addmm(bias, x, w.t())
+        for layer, (x, w, g) in enumerate(zip(inputs, weights, grads, strict=True)):
+            torch.mm(g.t(), x)
+            if layer:
+                torch.mm(g, w)
+
+    out["matmuls_update"] = _median_us(products, 200)
+    env = gym.make("CartPole-v1")
+    env.reset(seed=0)
+
+    def env_step():
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+
+    out["env_step"] = _median_us(env_step, 5000)
+    env.close()
+    vector = gym.vector.AsyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
+                                       autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    vector.reset(seed=0)
+    out["async2_step"] = _median_us(lambda: vector.step(vector.action_space.sample()), 1000)
+    vector.close()
+    return out
 
 
 def _tgelu_table(seconds: dict[str, float]) -> str:
@@ -279,7 +359,8 @@ def _tgelu_table(seconds: dict[str, float]) -> str:
         "",
         f"A (256, 128) float32 batch, 1 torch thread, median of {TGELU_REPEATS} calls in 5 "
         "interleaved rounds (`scripts/bench_tgelu.py`'s timing). `TGELU` is the default path "
-        "(torch operations); `TGELU kernel` the opt-in compiled one (`DQN_STABLE_TGELU_KERNEL=1`).",
+        "(torch operations); `TGELU kernel` the opt-in compiled one (`DQN_STABLE_TGELU_KERNEL=1`), "
+        "forward and backward in C++.",
         "",
         "| module | us per forward+backward | x nn.GELU |",
         "|---|---:|---:|",
@@ -290,25 +371,27 @@ def _tgelu_table(seconds: dict[str, float]) -> str:
 
 def _targets_table(rows, vector_pairs, tgelu: dict[str, float]) -> str:
     """Issue 5's targets against what this invocation measured."""
-    def median_ratio(setting: str, mode: str) -> float:
-        for row_setting, row_mode, pairs in rows:
-            if (row_setting, row_mode) == (setting, mode):
+    def median_ratio(setting: str, mode: str, path: str | None) -> float | None:
+        for row_setting, row_mode, row_path, pairs in rows:
+            if (row_setting, row_mode, row_path) == (setting, mode, path):
                 return statistics.median(o["sps"] / s["sps"] for o, s in pairs)
-        raise KeyError((setting, mode))
+        return None  # a kernel row where the kernel could not be built
 
     # Replay 1e6 is the paper setting; the peak over every such process of each side.
-    paper = [pairs for setting, _, pairs in rows if setting == "paper"]
+    paper = [pairs for setting, _, _, pairs in rows if setting == "paper"]
     rss_ours = max(o["peak_rss_mb"] for pairs in paper for o, _ in pairs)
     rss_sb3 = max(s["peak_rss_mb"] for pairs in paper for _, s in pairs)
     vector = statistics.median(t["sps"] / o["sps"] for t, o in vector_pairs)
     gelu = tgelu["nn.GELU"]
     measured = [
-        ("paper setting, method mode vs SB3: env steps/s ratio >= 3",
-         median_ratio("paper", "method"), 3.0, ">="),
+        ("paper setting, method mode (default torch tGELU) vs SB3: env steps/s ratio >= 3",
+         median_ratio("paper", "method", "torch"), 3.0, ">="),
+        ("paper setting, method mode (tGELU kernel) vs SB3: env steps/s ratio >= 3",
+         median_ratio("paper", "method", "kernel"), 3.0, ">="),
         ("paper setting, baseline mode vs SB3: env steps/s ratio >= 2",
-         median_ratio("paper", "baseline"), 2.0, ">="),
+         median_ratio("paper", "baseline", None), 2.0, ">="),
         ("CleanRL setting vs SB3: env steps/s ratio >= 2",
-         median_ratio("cleanrl", "baseline"), 2.0, ">="),
+         median_ratio("cleanrl", "baseline", None), 2.0, ">="),
         ("tGELU (default path) forward+backward <= 1.3x nn.GELU", tgelu["TGELU"] / gelu, 1.3, "<="),
     ]
     if "TGELU kernel" in tgelu:
@@ -321,8 +404,55 @@ def _targets_table(rows, vector_pairs, tgelu: dict[str, float]) -> str:
     lines = ["", "## Targets (issue 5)", "", "| target | measured (median ratio) | met |",
              "|---|---:|---|"]
     for name, value, bound, op in measured:
+        if value is None:
+            continue
         met = value >= bound if op == ">=" else value <= bound
         lines.append(f"| {name} | {value:.2f} | {'yes' if met else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _parts_table(rows, parts: dict[str, dict]) -> str:
+    """Where one env step's time goes in the paper setting, against what a 3x ratio allows."""
+    def step_us(mode: str, path: str | None, side: int) -> float | None:
+        for setting, row_mode, row_path, pairs in rows:
+            if (setting, row_mode, row_path) == ("paper", mode, path):
+                return 1e6 / statistics.median(pair[side]["sps"] for pair in pairs)
+        return None
+
+    sb3 = statistics.median(
+        1e6 / s["sps"] for setting, _, _, pairs in rows if setting == "paper" for _, s in pairs
+    )
+    torch_parts = parts["torch"]
+    lines = [
+        "",
+        "## Where the time goes (paper setting)",
+        "",
+        "Microseconds. Env steps from the pairs above (medians); the rest timed apart in one "
+        "process per tGELU path (median of 5 rounds). The matrix products are the 11 that one "
+        "update of the paper's network makes (4-128-128-2, batch 256: forward for obs and "
+        "next_obs, the loss's backward), timed alone: SB3's update makes the same ones.",
+        "",
+        "| what | us |",
+        "|---|---:|",
+        f"| SB3: one env step (all its paper-setting pairs) | {sb3:.0f} |",
+        f"| what a 3x ratio allows ours: one env step | {sb3 / 3:.0f} |",
+    ]
+    for mode, path in (("method", "torch"), ("method", "kernel"), ("baseline", None)):
+        us = step_us(mode, path, 0)
+        if us is not None:
+            lines.append(f"| ours, {_label(mode, path)}: one env step | {us:.0f} |")
+    for path, measured in parts.items():
+        lines.append(f"| ours, method, {path} tGELU: one gradient update | "
+                     f"{measured['update_method']:.0f} |")
+        lines.append(f"| ours, method, {path} tGELU: acting on one observation | "
+                     f"{measured['act_method']:.0f} |")
+    lines += [
+        f"| ours, baseline: one gradient update | {torch_parts['update_baseline']:.0f} |",
+        f"| the matrix products of one update, alone | {torch_parts['matmuls_update']:.0f} |",
+        f"| one CartPole-v1 step (gym.make) | {torch_parts['env_step']:.1f} |",
+        f"| one step of 2 async CartPole-v1 envs (2 env steps) | "
+        f"{torch_parts['async2_step']:.0f} |",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -353,27 +483,27 @@ def _table(rows, args) -> str:
         "# Training throughput: dqn_stable vs Stable-Baselines3 on CartPole-v1",
         "",
         f"Command: `python scripts/bench_throughput.py --train-steps {args.train_steps} "
-        f"--repeats {args.repeats}" + (" --tgelu-kernel" if args.tgelu_kernel else "")
-        + (f" --out {args.out}`" if args.out else "`"),
+        f"--repeats {args.repeats}" + (f" --out {args.out}`" if args.out else "`"),
         "",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        "1 torch thread per process, one process at a time; tGELU "
-        + ("through the compiled kernel." if args.tgelu_kernel else "through torch operations."),
+        "1 torch thread per process, one process at a time.",
         "Env steps/s over the training phase only (after learning starts, no evaluation); peak "
-        "RSS of the whole process. Each pair is one run of ours followed by one of SB3.",
+        "RSS of the whole process. Each pair is one run of ours followed by one of SB3. The "
+        "method's mode runs once with tGELU through torch operations (the default) and once "
+        "through the compiled kernel (`DQN_STABLE_TGELU_KERNEL=1`).",
         "",
         "| setting | ours (mode) | ours env steps/s per pair | SB3 env steps/s per pair | "
         "ratio per pair | median ratio | peak RSS MB ours / SB3 (max) |",
         "|---|---|---|---|---|---:|---|",
     ]
-    for setting, mode, pairs in rows:
+    for setting, mode, path, pairs in rows:
         ours = [o["sps"] for o, _ in pairs]
         sb3 = [s["sps"] for _, s in pairs]
         ratios = [o / s for o, s in zip(ours, sb3, strict=True)]
         rss_o = max(o["peak_rss_mb"] for o, _ in pairs)
         rss_s = max(s["peak_rss_mb"] for _, s in pairs)
         lines.append(
-            f"| {setting} | {mode} | {', '.join(f'{v:.0f}' for v in ours)} | "
+            f"| {setting} | {_label(mode, path)} | {', '.join(f'{v:.0f}' for v in ours)} | "
             f"{', '.join(f'{v:.0f}' for v in sb3)} | {', '.join(f'{v:.2f}' for v in ratios)} | "
             f"{statistics.median(ratios):.2f} | {rss_o:.0f} / {rss_s:.0f} |"
         )

@@ -73,7 +73,8 @@ def test_global_clip_of_mixed_dtypes_falls_back_to_torch():
         p.grad = torch.full_like(p, 2.0)
     assert clip_global_grad_(iter(params), 1.0) == pytest.approx(math.sqrt(7 * 4.0))
     assert params[1].grad.dtype == torch.float64
-    assert math.sqrt(sum(float((p.grad ** 2).sum()) for p in params)) == pytest.approx(1.0, rel=1e-5)
+    after = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
+    assert after == pytest.approx(1.0, rel=1e-5)
 
 
 # OutputGradClip: the rule as an optimizer step pre-hook, for any training loop.
