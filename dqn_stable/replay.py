@@ -13,6 +13,7 @@ This module never builds or calls torch modules; it only hands out torch tensors
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -59,6 +60,49 @@ class Batch(NamedTuple):
     def to(self, device: torch.device | str) -> Batch:
         """Returns the same batch with every tensor moved to `device`."""
         return Batch(*(tensor.to(device) for tensor in self))
+
+    @staticmethod
+    def empty(batch_size: int, obs_shape: tuple[int, ...], obs_dtype: Any) -> Batch:
+        """A batch of `batch_size` uninitialised transitions, for `sample(..., out=)` to fill."""
+        obs = (batch_size, *obs_shape)
+        return Batch(
+            obs=torch.empty(obs, dtype=_torch_dtype(np.dtype(obs_dtype))),
+            actions=torch.empty(batch_size, dtype=torch.int64),
+            rewards=torch.empty(batch_size, dtype=torch.float32),
+            next_obs=torch.empty(obs, dtype=_torch_dtype(np.dtype(obs_dtype))),
+            terminated=torch.empty(batch_size, dtype=torch.float32),
+        )
+
+    def _check_fits(self, batch_size: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype) -> None:
+        """ValueError unless this batch can hold a `sample(batch_size)` of such observations."""
+        obs = (batch_size, *obs_shape)
+        wanted = (obs, (batch_size,), (batch_size,), obs, (batch_size,))
+        dtypes = (_torch_dtype(obs_dtype), torch.int64, torch.float32, _torch_dtype(obs_dtype),
+                  torch.float32)
+        for name, got, shape, dtype in zip(self._fields, self, wanted, dtypes, strict=True):
+            if (got.shape != shape or got.dtype != dtype or got.device.type != "cpu"
+                    or not got.is_contiguous()):
+                raise ValueError(
+                    f"out.{name} is a {got.dtype} tensor of shape {tuple(got.shape)} on "
+                    f"{got.device}; sample({batch_size}) needs {dtype} of shape {shape}, "
+                    f"contiguous on the CPU: make it with Batch.empty({batch_size}, {obs_shape}, "
+                    f"{obs_dtype.name!r})"
+                )
+
+
+@functools.lru_cache(maxsize=16)
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+
+
+def _check_sample(buffer: ReplayBuffer | FrameStackReplay, batch_size: int,
+                  out: Batch | None) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(buffer) == 0:
+        raise ValueError("cannot sample from an empty replay buffer; add transitions first")
+    if out is not None:
+        out._check_fits(batch_size, buffer.obs_shape, buffer.obs_dtype)
 
 
 def estimate_bytes(capacity: int, obs_shape: tuple[int, ...], obs_dtype: Any) -> int:
@@ -194,20 +238,29 @@ class ReplayBuffer:
         self._position = (start + n) % self.capacity
         self._size = min(self._size + added, self.capacity)
 
-    def sample(self, batch_size: int) -> Batch:
-        """Draws `batch_size` transitions uniformly, with replacement, from the stored ones."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if self._size == 0:
-            raise ValueError("cannot sample from an empty replay buffer; add transitions first")
+    def sample(self, batch_size: int, out: Batch | None = None) -> Batch:
+        """Draws `batch_size` transitions uniformly, with replacement, from the stored ones.
+
+        With `out` (from `Batch.empty(batch_size, obs_shape, obs_dtype)`) they are written into
+        its tensors, which are returned: the same draw, without allocating a batch (the trainer
+        reuses one for every update). Each such call overwrites what the previous one wrote.
+        """
+        _check_sample(self, batch_size, out)
         rows = self._rng.integers(0, self._size, size=batch_size)
-        return Batch(
-            obs=torch.from_numpy(self.obs[rows]),
-            actions=torch.from_numpy(self.actions[rows]),
-            rewards=torch.from_numpy(self.rewards[rows]),
-            next_obs=torch.from_numpy(self.next_obs[rows]),
-            terminated=torch.from_numpy(self.terminated[rows].astype(np.float32)),
-        )
+        if out is None:
+            return Batch(
+                obs=torch.from_numpy(self.obs[rows]),
+                actions=torch.from_numpy(self.actions[rows]),
+                rewards=torch.from_numpy(self.rewards[rows]),
+                next_obs=torch.from_numpy(self.next_obs[rows]),
+                terminated=torch.from_numpy(self.terminated[rows].astype(np.float32)),
+            )
+        np.take(self.obs, rows, axis=0, out=out.obs.numpy())
+        np.take(self.actions, rows, out=out.actions.numpy())
+        np.take(self.rewards, rows, out=out.rewards.numpy())
+        np.take(self.next_obs, rows, axis=0, out=out.next_obs.numpy())
+        out.terminated.numpy()[:] = self.terminated[rows]
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue adding and sampling exactly where this buffer is.
@@ -480,13 +533,11 @@ class FrameStackReplay:
             slots.append(stream_slots)
         return np.concatenate(streams), np.concatenate(slots)
 
-    def sample(self, batch_size: int) -> Batch:
-        """Draws `batch_size` transitions uniformly, with replacement, from the sampleable ones."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if self._size == 0:
-            raise ValueError("cannot sample from an empty replay buffer; add transitions first")
-        return self._gather(*self._draw(batch_size))
+    def sample(self, batch_size: int, out: Batch | None = None) -> Batch:
+        """Draws `batch_size` transitions uniformly, with replacement, from the sampleable ones;
+        `out` as in `ReplayBuffer.sample`."""
+        _check_sample(self, batch_size, out)
+        return self._gather(*self._draw(batch_size), out)
 
     def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         # Uniform over the entries of all windows, redrawing episodes' first frames: uniform over
@@ -507,17 +558,25 @@ class FrameStackReplay:
             pending = pending[~accepted]
         return streams, slots
 
-    def _gather(self, streams: np.ndarray, slots: np.ndarray) -> Batch:
-        """The transitions that end at these (stream, slot) entries, rebuilt as a `Batch`."""
+    def _gather(self, streams: np.ndarray, slots: np.ndarray, out: Batch | None = None) -> Batch:
+        """The transitions that end at these (stream, slot) entries, rebuilt as a `Batch` (into
+        `out`'s tensors if given)."""
         window = (slots[:, None] + np.arange(-self.stack, 1)) % self.ring_size
         frames = self.frames[streams[:, None], window]  # (B, k + 1, *frame_shape)
-        return Batch(
-            obs=torch.from_numpy(np.ascontiguousarray(frames[:, :-1])),
-            actions=torch.from_numpy(self.actions[streams, slots]),
-            rewards=torch.from_numpy(self.rewards[streams, slots]),
-            next_obs=torch.from_numpy(np.ascontiguousarray(frames[:, 1:])),
-            terminated=torch.from_numpy(self.terminated[streams, slots].astype(np.float32)),
-        )
+        if out is None:
+            return Batch(
+                obs=torch.from_numpy(np.ascontiguousarray(frames[:, :-1])),
+                actions=torch.from_numpy(self.actions[streams, slots]),
+                rewards=torch.from_numpy(self.rewards[streams, slots]),
+                next_obs=torch.from_numpy(np.ascontiguousarray(frames[:, 1:])),
+                terminated=torch.from_numpy(self.terminated[streams, slots].astype(np.float32)),
+            )
+        out.obs.numpy()[:] = frames[:, :-1]
+        out.actions.numpy()[:] = self.actions[streams, slots]
+        out.rewards.numpy()[:] = self.rewards[streams, slots]
+        out.next_obs.numpy()[:] = frames[:, 1:]
+        out.terminated.numpy()[:] = self.terminated[streams, slots]
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue adding and sampling exactly where this buffer is.

@@ -31,7 +31,7 @@ from dqn_stable.envs import EnvSpec, make_env, make_vector_env, restore_env, sna
 from dqn_stable.evaluate import evaluate_policy
 from dqn_stable.networks import QNetwork
 from dqn_stable.recorder import Recorder, Tags, write_summary
-from dqn_stable.replay import FrameStackReplay, ReplayBuffer
+from dqn_stable.replay import Batch, FrameStackReplay, ReplayBuffer
 from dqn_stable.schedules import LinearSchedule
 
 __all__ = [
@@ -92,6 +92,8 @@ class Trainer:
         self.epsilon = LinearSchedule(
             config.exploration.start, config.exploration.end, config.exploration.decay_steps
         )
+        # One batch, refilled by every update's sample: no allocation per update.
+        self._batch = Batch.empty(config.replay.batch_size, spec.obs_shape, spec.obs_dtype)
 
         self.obs, _ = self.env.reset(seed=config.seed)  # a vector env seeds copy i with seed + i
         self.env.action_space.seed(config.seed)
@@ -232,7 +234,8 @@ class Trainer:
         """``rounds`` times ``train.gradient_steps`` gradient updates; False as soon as one is
         non-finite."""
         for _ in range(rounds * self.config.train.gradient_steps):
-            info = self.agent.update(self.replay.sample(self.config.replay.batch_size))
+            batch = self.replay.sample(self.config.replay.batch_size, out=self._batch)
+            info = self.agent.update(batch)
             if not _is_finite(info):
                 return False
             self.window.add(info)

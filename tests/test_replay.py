@@ -323,3 +323,23 @@ def test_available_memory_falls_back_to_sysconf(monkeypatch, tmp_path):
 def test_rejects_bad_capacity(capacity):
     with pytest.raises(ValueError, match="capacity must be an int >= 1"):
         ReplayBuffer(capacity, (1,), np.float32, available_bytes=PLENTY)
+
+
+def test_sample_into_a_batch_draws_the_same_and_reuses_its_tensors():
+    a, b = numbered_buffer(16, 10, seed=3), numbered_buffer(16, 10, seed=3)
+    out = Batch.empty(6, (1,), np.float32)
+    for _ in range(3):
+        got = a.sample(6, out=out)
+        assert got is out
+        assert_batches_equal(got, b.sample(6))
+
+
+def test_sample_into_a_batch_that_does_not_fit_is_refused_before_drawing():
+    a, b = numbered_buffer(16, 10, seed=3), numbered_buffer(16, 10, seed=3)
+    with pytest.raises(ValueError, match=r"out.obs is a torch.float32 tensor of shape \(5, 1\) on "
+                       r"cpu; sample\(6\) needs torch.float32 of shape \(6, 1\), contiguous on "
+                       r"the CPU: make it with Batch.empty\(6, \(1,\), 'float32'\)"):
+        a.sample(6, out=Batch.empty(5, (1,), np.float32))
+    with pytest.raises(ValueError, match=r"out\.obs is a torch\.uint8 tensor"):
+        a.sample(6, out=Batch.empty(6, (1,), np.uint8))
+    assert_batches_equal(a.sample(6), b.sample(6))  # the refused calls drew nothing

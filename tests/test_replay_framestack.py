@@ -415,3 +415,15 @@ def test_a_plain_replay_buffer_refuses_a_frame_stack_state():
     plain = ReplayBuffer(8, (2, 3), np.uint8, seed=0)
     with pytest.raises(ValueError, match="saved by a FrameStackReplay"):
         plain.load_state_dict(stacked.state_dict())
+
+
+def test_sample_into_a_batch_draws_the_same_and_reuses_its_tensors():
+    a, _ = filled_buffer(seed=4, total=40, lengths_per_stream=((6,), (3,)))
+    b, _ = filled_buffer(seed=4, total=40, lengths_per_stream=((6,), (3,)))
+    out = Batch.empty(9, a.obs_shape, np.uint8)
+    for _ in range(3):
+        got = a.sample(9, out=out)
+        assert got is out
+        assert_batches_equal(got, b.sample(9))
+    with pytest.raises(ValueError, match=r"out.next_obs is a torch.uint8 tensor of shape"):
+        a.sample(9, out=out._replace(next_obs=out.next_obs[:, :1]))
