@@ -101,8 +101,10 @@ def _check_sample(buffer: ReplayBuffer | FrameStackReplay, batch_size: int,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(buffer) == 0:
         raise ValueError("cannot sample from an empty replay buffer; add transitions first")
-    if out is not None:
+    # The trainer passes the same batch, for the same size, every time: check it once.
+    if out is not None and (out is not buffer._fitting_out or batch_size != buffer._fitting_size):
         out._check_fits(batch_size, buffer.obs_shape, buffer.obs_dtype)
+        buffer._fitting_out, buffer._fitting_size = out, batch_size
 
 
 def estimate_bytes(capacity: int, obs_shape: tuple[int, ...], obs_dtype: Any) -> int:
@@ -170,6 +172,8 @@ class ReplayBuffer:
         self.rewards = np.empty(capacity, dtype=np.float32)
         self.terminated = np.empty(capacity, dtype=bool)
         self._rng = np.random.default_rng(seed)
+        self._fitting_out: Batch | None = None  # the last `out` sample() checked, and
+        self._fitting_size = 0  # the batch size it was checked for
         self._position = 0  # Row the next transition is written to.
         self._size = 0
 
@@ -379,6 +383,8 @@ class FrameStackReplay:
         self.terminated = np.empty(shape, dtype=bool)
         self.is_transition = np.empty(shape, dtype=bool)
         self._rng = np.random.default_rng(seed)
+        self._fitting_out: Batch | None = None  # the last `out` sample() checked, and
+        self._fitting_size = 0  # the batch size it was checked for
         self._written = [0] * self.num_streams  # Entries ever written, per stream.
         self._size = 0  # Sampleable transitions, kept up to date by _write.
 

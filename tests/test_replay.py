@@ -343,3 +343,7 @@ def test_sample_into_a_batch_that_does_not_fit_is_refused_before_drawing():
     with pytest.raises(ValueError, match=r"out\.obs is a torch\.uint8 tensor"):
         a.sample(6, out=Batch.empty(6, (1,), np.uint8))
     assert_batches_equal(a.sample(6), b.sample(6))  # the refused calls drew nothing
+    out = Batch.empty(6, (1,), np.float32)
+    a.sample(6, out=out)
+    with pytest.raises(ValueError, match=r"out\.obs is .* shape \(6, 1\) on cpu; sample\(4\)"):
+        a.sample(4, out=out)  # a batch that fitted another size is checked again
