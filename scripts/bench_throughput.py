@@ -20,11 +20,11 @@ Settings:
   hard target copy every 500 env steps, learning starts 10,000, Adam 2.5e-4; loss and gradient
   clip as SB3 has them (Huber, max_grad_norm 10, which SB3 always applies) on both sides.
 
-A last comparison runs ours against ours in the CleanRL setting: two CartPole copies in an async
-vector env (``env.num_envs: 2``, ``env.vectorization: async``) against one env. Then, to say where
-the time goes: one gradient update of ours in the paper setting (each tGELU path), the matrix
-products alone that such an update makes (SB3's makes the same ones), one CartPole step, and one
-step of the 2-env async vector env.
+A last comparison runs ours against ours in the CleanRL setting: two CartPole copies in a vector
+env (``env.num_envs: 2``, ``env.vectorization: async`` and ``sync``) against one env. Then, to say
+where the time goes: one gradient update of ours in the paper setting (each tGELU path), the
+matrix products alone that such an update makes (SB3's makes the same ones), one CartPole step,
+and one step of the 2-env async vector env.
 """
 
 from __future__ import annotations
@@ -94,14 +94,15 @@ def _ours_overrides(setting: str, mode: str, train_steps: int) -> list[str]:
 
 
 def _measure_ours(
-    setting: str, mode: str, train_steps: int, run_dir: str, num_envs: int = 1
+    setting: str, mode: str, train_steps: int, run_dir: str, num_envs: int = 1,
+    vectorization: str = "async",
 ) -> dict:
     from dqn_stable.config import Config, apply_overrides, config_from_dict
     from dqn_stable.trainer import Trainer
 
     overrides = _ours_overrides(setting, mode, train_steps)
     if num_envs > 1:
-        overrides += [f"env.num_envs={num_envs}", "env.vectorization=async"]
+        overrides += [f"env.num_envs={num_envs}", f"env.vectorization={vectorization}"]
     config: Config = config_from_dict(apply_overrides({}, overrides))
     trainer = Trainer(config)
     # From the end of warm-up to the step before the last (which evaluates and checkpoints).
@@ -180,7 +181,7 @@ def _worker(spec: dict) -> None:
         result = _measure_parts()
     elif spec["impl"] == "ours":
         result = _measure_ours(spec["setting"], spec["mode"], spec["train_steps"], spec["run_dir"],
-                               spec.get("num_envs", 1))
+                               spec.get("num_envs", 1), spec.get("vectorization", "async"))
     else:
         result = _measure_sb3(spec["setting"], spec["train_steps"])
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -241,15 +242,17 @@ def main(argv: list[str] | None = None) -> int:
                       f"env steps/s, SB3 {sb3['sps']:7.1f}, ratio {ours['sps'] / sb3['sps']:.2f}",
                       flush=True)
             rows.append((setting, mode, path, pairs))
-        vector_pairs = []  # ours with 2 async envs against ours with 1, CleanRL setting
+        vector_pairs = {"async": [], "sync": []}  # ours with 2 envs against 1, CleanRL setting
         for r in range(args.repeats):
             common = {"impl": "ours", "setting": "cleanrl", "mode": "baseline",
                       "train_steps": args.train_steps}
-            two = _spawn({**common, "num_envs": 2, "run_dir": f"{tmp}/vec2-{r}"})
-            one = _spawn({**common, "run_dir": f"{tmp}/vec1-{r}"})
-            vector_pairs.append((two, one))
-            print(f"cleanrl  2 async envs pair {r}: {two['sps']:7.1f} env steps/s, 1 env "
-                  f"{one['sps']:7.1f}, ratio {two['sps'] / one['sps']:.2f}", flush=True)
+            for kind, pairs in vector_pairs.items():
+                two = _spawn({**common, "num_envs": 2, "vectorization": kind,
+                              "run_dir": f"{tmp}/vec2-{kind}-{r}"})
+                one = _spawn({**common, "run_dir": f"{tmp}/vec1-{kind}-{r}"})
+                pairs.append((two, one))
+                print(f"cleanrl  2 {kind} envs pair {r}: {two['sps']:7.1f} env steps/s, 1 env "
+                      f"{one['sps']:7.1f}, ratio {two['sps'] / one['sps']:.2f}", flush=True)
     tgelu = _spawn({"impl": "tgelu", "repeats": TGELU_REPEATS, "kernel": kernel})["seconds"]
     parts = {path: _spawn({"impl": "parts", "tgelu": path})
              for path in ("torch", "kernel") if path == "torch" or kernel}
@@ -381,7 +384,7 @@ def _targets_table(rows, vector_pairs, tgelu: dict[str, float]) -> str:
     paper = [pairs for setting, _, _, pairs in rows if setting == "paper"]
     rss_ours = max(o["peak_rss_mb"] for pairs in paper for o, _ in pairs)
     rss_sb3 = max(s["peak_rss_mb"] for pairs in paper for _, s in pairs)
-    vector = statistics.median(t["sps"] / o["sps"] for t, o in vector_pairs)
+    vector = statistics.median(t["sps"] / o["sps"] for t, o in vector_pairs["async"])
     gelu = tgelu["nn.GELU"]
     measured = [
         ("paper setting, method mode (default torch tGELU) vs SB3: env steps/s ratio >= 3",
@@ -456,24 +459,29 @@ def _parts_table(rows, parts: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _vector_table(pairs) -> str:
-    two = [t["sps"] for t, _ in pairs]
-    one = [o["sps"] for _, o in pairs]
-    ratios = [t / o for t, o in zip(two, one, strict=True)]
-    return "\n".join([
+def _vector_table(vector_pairs: dict[str, list]) -> str:
+    lines = [
         "",
-        "## Vector collection: ours with 2 async CartPole envs against ours with 1",
+        "## Vector collection: ours with 2 CartPole envs against ours with 1",
         "",
-        "CleanRL setting, ours in the baseline's mode; `env.num_envs: 2`, "
-        "`env.vectorization: async` (one process per env) against `env.num_envs: 1`.",
+        "CleanRL setting, ours in the baseline's mode; `env.num_envs: 2` with "
+        "`env.vectorization: async` (one process per env) or `sync` (both in this process), each "
+        "pair against a run with `env.num_envs: 1`.",
         "",
-        "| 2 async envs, env steps/s per pair | 1 env, env steps/s per pair | ratio per pair | "
-        "median ratio |",
-        "|---|---|---|---:|",
-        f"| {', '.join(f'{v:.0f}' for v in two)} | {', '.join(f'{v:.0f}' for v in one)} | "
-        f"{', '.join(f'{v:.2f}' for v in ratios)} | {statistics.median(ratios):.2f} |",
-        "",
-    ])
+        "| vectorization | 2 envs, env steps/s per pair | 1 env, env steps/s per pair | "
+        "ratio per pair | median ratio |",
+        "|---|---|---|---|---:|",
+    ]
+    for kind, pairs in vector_pairs.items():
+        two = [t["sps"] for t, _ in pairs]
+        one = [o["sps"] for _, o in pairs]
+        ratios = [t / o for t, o in zip(two, one, strict=True)]
+        lines.append(
+            f"| {kind} | {', '.join(f'{v:.0f}' for v in two)} | "
+            f"{', '.join(f'{v:.0f}' for v in one)} | {', '.join(f'{v:.2f}' for v in ratios)} | "
+            f"{statistics.median(ratios):.2f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _table(rows, args) -> str:
