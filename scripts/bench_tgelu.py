@@ -3,7 +3,7 @@
 Usage: python scripts/bench_tgelu.py [--batch 256] [--width 128] [--repeats 2000] [--threads 1]
 
 "TGELU" is the default torch-operations path, "TGELU kernel" the compiled one
-(``use_tgelu_kernel``; built on first use, about a minute, when a compiler and ninja are present).
+(``use_tgelu_kernel``; built on first use, about 30 s, when a compiler and ninja are present).
 
 Prints the median time per forward+backward in microseconds and the ratio to nn.GELU. This is a
 benchmark, not a test: numbers depend on the machine.

@@ -1,6 +1,6 @@
 """The compiled tGELU kernel (opt-in) against the torch path and the float64 formula.
 
-Building the kernel takes about a minute the first time on a machine (torch caches the build).
+Building the kernel takes about 30 s the first time on a machine (torch caches the build).
 """
 
 import math
@@ -135,4 +135,12 @@ def test_build_failure_is_one_line(monkeypatch):
         use_tgelu_kernel(True)
     assert str(info.value) == ("could not build the tGELU kernel (tgelu.cpp:1:10: fatal error: "
                                "immintrin.h: No such file)")
+    assert activations._use_kernel is False
+
+
+def test_the_module_settles_the_kernel_question_when_it_is_made(monkeypatch):
+    # So that a built kernel is loaded with the network, not inside a training loop's first step.
+    monkeypatch.setattr(activations, "_use_kernel", None)
+    monkeypatch.setenv(activations.KERNEL_ENV, "0")
+    activations.TGELU()
     assert activations._use_kernel is False
