@@ -35,6 +35,22 @@ RECORDED = {  # TD loss of gradient updates 0, 50, ..., 300, then of the last (3
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_seeded_run_reproduces_recorded_td_losses(mode, tmp_path, monkeypatch):
     monkeypatch.setattr(activations, "_use_kernel", False)  # the recorded path, whatever the env
+    assert_reproduces_recorded_losses(mode, tmp_path)
+
+
+def test_the_tgelu_kernel_reproduces_the_recorded_losses_to_the_same_tolerance(
+    tmp_path, monkeypatch
+):
+    # Not bit for bit (it is off by default for that), but within the tolerance above.
+    monkeypatch.setattr(activations, "_use_kernel", False)
+    try:
+        activations.use_tgelu_kernel(True)
+    except RuntimeError as err:  # no compiler, no ninja, no AVX2
+        pytest.skip(f"tGELU kernel unavailable: {err}")
+    assert_reproduces_recorded_losses("method", tmp_path)
+
+
+def assert_reproduces_recorded_losses(mode, tmp_path):
     trainer = Trainer(config_from_dict(tiny_data(**MODES[mode], **{"train.total_steps": 400})))
     losses = []
     update = trainer.agent.update
