@@ -75,18 +75,16 @@ class Batch(NamedTuple):
 
     def _check_fits(self, batch_size: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype) -> None:
         """ValueError unless this batch can hold a `sample(batch_size)` of such observations."""
-        obs = (batch_size, *obs_shape)
-        wanted = (obs, (batch_size,), (batch_size,), obs, (batch_size,))
-        dtypes = (_torch_dtype(obs_dtype), torch.int64, torch.float32, _torch_dtype(obs_dtype),
-                  torch.float32)
-        for name, got, shape, dtype in zip(self._fields, self, wanted, dtypes, strict=True):
-            if (got.shape != shape or got.dtype != dtype or got.device.type != "cpu"
+        for name, got, like in zip(
+            self._fields, self, Batch.empty(batch_size, obs_shape, obs_dtype), strict=True
+        ):
+            if (got.shape != like.shape or got.dtype != like.dtype or got.device.type != "cpu"
                     or not got.is_contiguous()):
                 raise ValueError(
                     f"out.{name} is a {got.dtype} tensor of shape {tuple(got.shape)} on "
-                    f"{got.device}; sample({batch_size}) needs {dtype} of shape {shape}, "
-                    f"contiguous on the CPU: make it with Batch.empty({batch_size}, {obs_shape}, "
-                    f"{obs_dtype.name!r})"
+                    f"{got.device}; sample({batch_size}) needs {like.dtype} of shape "
+                    f"{tuple(like.shape)}, contiguous on the CPU: make it with "
+                    f"Batch.empty({batch_size}, {obs_shape}, {obs_dtype.name!r})"
                 )
 
 
