@@ -13,7 +13,6 @@ This module never builds or calls torch modules; it only hands out torch tensors
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from pathlib import Path
@@ -65,12 +64,13 @@ class Batch(NamedTuple):
     def empty(batch_size: int, obs_shape: tuple[int, ...], obs_dtype: Any) -> Batch:
         """A batch of `batch_size` uninitialised transitions, for `sample(..., out=)` to fill."""
         obs = (batch_size, *obs_shape)
+        # numpy-allocated, as the buffers' own arrays are: cheaper than torch.empty for small ones
         return Batch(
-            obs=torch.empty(obs, dtype=_torch_dtype(np.dtype(obs_dtype))),
-            actions=torch.empty(batch_size, dtype=torch.int64),
-            rewards=torch.empty(batch_size, dtype=torch.float32),
-            next_obs=torch.empty(obs, dtype=_torch_dtype(np.dtype(obs_dtype))),
-            terminated=torch.empty(batch_size, dtype=torch.float32),
+            obs=torch.from_numpy(np.empty(obs, dtype=obs_dtype)),
+            actions=torch.from_numpy(np.empty(batch_size, dtype=np.int64)),
+            rewards=torch.from_numpy(np.empty(batch_size, dtype=np.float32)),
+            next_obs=torch.from_numpy(np.empty(obs, dtype=obs_dtype)),
+            terminated=torch.from_numpy(np.empty(batch_size, dtype=np.float32)),
         )
 
     def _check_fits(self, batch_size: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype) -> None:
@@ -86,11 +86,6 @@ class Batch(NamedTuple):
                     f"{tuple(like.shape)}, contiguous on the CPU: make it with "
                     f"Batch.empty({batch_size}, {obs_shape}, {obs_dtype.name!r})"
                 )
-
-
-@functools.lru_cache(maxsize=16)
-def _torch_dtype(dtype: np.dtype) -> torch.dtype:
-    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
 def _check_sample(buffer: ReplayBuffer | FrameStackReplay, batch_size: int,
@@ -245,18 +240,13 @@ class ReplayBuffer:
 
         With `out` (from `Batch.empty(batch_size, obs_shape, obs_dtype)`) they are written into
         its tensors, which are returned: the same draw, without allocating a batch (the trainer
-        reuses one for every update). Each such call overwrites what the previous one wrote.
+        reuses one for every update). Each such call overwrites what the previous one wrote;
+        without `out` the batch is new.
         """
         _check_sample(self, batch_size, out)
         rows = self._rng.integers(0, self._size, size=batch_size)
         if out is None:
-            return Batch(
-                obs=torch.from_numpy(self.obs[rows]),
-                actions=torch.from_numpy(self.actions[rows]),
-                rewards=torch.from_numpy(self.rewards[rows]),
-                next_obs=torch.from_numpy(self.next_obs[rows]),
-                terminated=torch.from_numpy(self.terminated[rows].astype(np.float32)),
-            )
+            out = Batch.empty(batch_size, self.obs_shape, self.obs_dtype)
         np.take(self.obs, rows, axis=0, out=out.obs.numpy())
         np.take(self.actions, rows, out=out.actions.numpy())
         np.take(self.rewards, rows, out=out.rewards.numpy())
@@ -568,13 +558,7 @@ class FrameStackReplay:
         window = (slots[:, None] + np.arange(-self.stack, 1)) % self.ring_size
         frames = self.frames[streams[:, None], window]  # (B, k + 1, *frame_shape)
         if out is None:
-            return Batch(
-                obs=torch.from_numpy(np.ascontiguousarray(frames[:, :-1])),
-                actions=torch.from_numpy(self.actions[streams, slots]),
-                rewards=torch.from_numpy(self.rewards[streams, slots]),
-                next_obs=torch.from_numpy(np.ascontiguousarray(frames[:, 1:])),
-                terminated=torch.from_numpy(self.terminated[streams, slots].astype(np.float32)),
-            )
+            out = Batch.empty(len(slots), self.obs_shape, self.obs_dtype)
         out.obs.numpy()[:] = frames[:, :-1]
         out.actions.numpy()[:] = self.actions[streams, slots]
         out.rewards.numpy()[:] = self.rewards[streams, slots]
