@@ -307,15 +307,16 @@ def _measure_parts() -> dict:
     from dqn_stable.trainer import Trainer
 
     out = {}
-    for mode in ("method", "baseline"):
-        config = config_from_dict(apply_overrides({}, _ours_overrides("paper", mode, 2)))
+    for setting, mode in (("paper", "method"), ("paper", "baseline"), ("cleanrl", "baseline")):
+        config = config_from_dict(apply_overrides({}, _ours_overrides(setting, mode, 2)))
         trainer = Trainer(config)
         for _ in range(config.replay.learning_starts):  # the warm-up's random steps
             trainer._collect(Recorder())
         batch = trainer.replay.sample(config.replay.batch_size)
-        out[f"update_{mode}"] = _median_us(functools.partial(trainer.agent.update, batch), 200)
+        key = mode if setting == "paper" else setting
+        out[f"update_{key}"] = _median_us(functools.partial(trainer.agent.update, batch), 200)
         act = functools.partial(trainer.agent.greedy_action, trainer.obs)
-        out[f"act_{mode}"] = _median_us(act, 2000)
+        out[f"act_{key}"] = _median_us(act, 2000)
         trainer.close()
 
     # The products one update of the paper's network (4-128-128-2, batch 256, no target network)
@@ -458,9 +459,15 @@ def _why_not_met(targets: list[tuple], rows, vector_pairs, tgelu, parts) -> str:
     if "cleanrl" in missed:
         ours = _median_step_us(rows, "cleanrl", "baseline", None, 0)
         sb3 = _median_step_us(rows, "cleanrl", None, None, 1)
+        update, act = parts["torch"]["update_cleanrl"], parts["torch"]["act_cleanrl"]
+        every = SETTINGS["cleanrl"]["train_every"]
         lines.append(
             f"- CleanRL setting, 2x: ours takes {ours:.0f} us per env step and SB3 {sb3:.0f} us; "
-            f"2x needs {sb3 / 2:.0f} us, {ours - sb3 / 2:.0f} us less than ours."
+            f"2x needs {sb3 / 2:.0f} us, {ours - sb3 / 2:.0f} us less than ours. Of ours, about "
+            f"{update / every:.0f} us is the update (one of {update:.0f} us every {every} env "
+            f"steps) and up to {act:.0f} us acting on one observation (both timed apart); the "
+            f"other {ours - update / every - act:.0f} us or more are the env step "
+            f"({parts['torch']['env_step']:.1f} us), storing, sampling and the loop."
         )
     if "tgelu" in missed:
         kernel = (f"; the compiled kernel, {tgelu['TGELU kernel'] * 1e6:.0f} us, meets it"
@@ -491,12 +498,12 @@ def _parts_table(rows, parts: dict[str, dict]) -> str:
     torch_parts = parts["torch"]
     lines = [
         "",
-        "## Where the time goes (paper setting)",
+        "## Where the time goes",
         "",
-        "Microseconds. Env steps from the pairs above (medians); the rest timed apart in one "
-        "process per tGELU path (median of 5 rounds). The matrix products are the 11 that one "
-        "update of the paper's network makes (4-128-128-2, batch 256: forward for obs and "
-        "next_obs, the loss's backward), timed alone: SB3's update makes the same ones.",
+        "Microseconds. Env steps from the paper-setting pairs above (medians); the rest timed "
+        "apart in one process per tGELU path (median of 5 rounds). The matrix products are the 11 "
+        "that one update of the paper's network makes (4-128-128-2, batch 256: forward for obs "
+        "and next_obs, the loss's backward), timed alone: SB3's update makes the same ones.",
         "",
         "| what | us |",
         "|---|---:|",
@@ -514,6 +521,9 @@ def _parts_table(rows, parts: dict[str, dict]) -> str:
                      f"{measured['act_method']:.0f} |")
     lines += [
         f"| ours, baseline: one gradient update | {torch_parts['update_baseline']:.0f} |",
+        f"| ours, CleanRL setting: one gradient update (batch 128, MLP 120-84) | "
+        f"{torch_parts['update_cleanrl']:.0f} |",
+        f"| ours, CleanRL setting: acting on one observation | {torch_parts['act_cleanrl']:.0f} |",
         f"| the matrix products of one update, alone | {torch_parts['matmuls_update']:.0f} |",
         f"| one CartPole-v1 step (gym.make) | {torch_parts['env_step']:.1f} |",
         f"| one step of 2 async CartPole-v1 envs (2 env steps) | "
